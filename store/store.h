@@ -1,0 +1,216 @@
+/*
+ * store.h -- one account's local mirror: index.sqlite + mail/<folder>/{cur,new,tmp}.
+ *
+ * Layout (DESIGN.md "The store"):
+ *   <root>/<account>/index.sqlite        SQLite, WAL, schema versioned (index.c)
+ *   <root>/<account>/mail/<folder path>/{cur,new,tmp}
+ *   message files  <unique>,U=<uid>:2,<maildir flags>   gzip or plain (gz.c)
+ *
+ * Durable write order (mdir.c, store_batch_commit): every message of a batch is
+ * written to tmp/ (O_EXCL) -> the batch is flushed to disk at once -> each file
+ * is renamed into cur/ -> cur/ is fsync'd -> one index transaction commits the
+ * rows.  A crash anywhere leaves either tmp/ garbage (removed at open) or files
+ * in cur/ without a row (adopted at open by store_reconcile), never a row
+ * without its file.
+ *
+ * Threads: a struct store is used by one thread at a time.
+ * Ownership: char * fields of returned structs belong to the struct; free them
+ * with the matching *_clear / *_free.  Nothing returned borrows from SQLite.
+ */
+#ifndef MF_STORE_H
+#define MF_STORE_H
+
+#include "util.h"
+#include "conf.h"
+
+struct store;
+
+struct store_opts {
+	enum compress_mode compress;	/* for new files */
+	int gzip_level;			/* 0 = built-in default */
+	bool read_only;			/* CLI: open the index read-only, never write files */
+};
+
+/*
+ * Opens (creating with 0700 dirs / 0600 files unless read_only) the store of
+ * ACCOUNT under ROOT.  A writable open removes tmp/ leftovers and adopts or
+ * removes orphan files (store_reconcile).  Returns 0 / -1 (ERR_LOCAL);
+ * read_only on a store that does not exist returns 1 with *st_r NULL.
+ */
+int store_open(const char *root, const char *account, const struct store_opts *o,
+	       struct store **st_r, struct err *e);
+void store_close(struct store **st);
+const char *store_dir(const struct store *st);	/* <root>/<account> */
+
+/* ---- folders ---- */
+
+struct store_folder {
+	int64_t id;
+	char *imap_name;	/* raw name as the server sent it (modified UTF-7) */
+	char *display;		/* UTF-8, delimiter turned into '/': what users see and type */
+	char *path;		/* directory under mail/, escaped (fname.c) */
+	char delim;		/* hierarchy delimiter, 0 for none */
+	uint32_t uidvalidity;	/* 0 = never selected */
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	int64_t last_sync;	/* time of the last complete pass, 0 = never */
+	int64_t deleted_at;	/* time it vanished from the server, 0 = present */
+	/* filled by store_folder_list only: */
+	int64_t nmessages;	/* rows not deleted on server */
+	int64_t ndeleted;	/* rows deleted on server (kept) */
+	int64_t bytes;		/* sum of RFC822 sizes of all rows */
+};
+void store_folder_clear(struct store_folder *f);
+
+/*
+ * Gets the folder for a server name, creating its row and Maildir on first use.
+ * Fails with ERR_FOLDER when the name cannot be stored safely (fname.c says why).
+ */
+int store_folder_get(struct store *st, const char *imap_name, char delim,
+		     struct store_folder *f_r, struct err *e);
+/* Finds a folder by display name, then by raw IMAP name.  1 found, 0 absent, -1 error. */
+int store_folder_find(struct store *st, const char *name, struct store_folder *f_r, struct err *e);
+/* All folders ordered by display name, with counts. */
+int store_folder_list(struct store *st, struct store_folder **f_r, size_t *n_r, struct err *e);
+void store_folder_list_free(struct store_folder *f, size_t n);
+/* Marks a folder as gone from the server (deleted_at = when) or back (when = 0). */
+int store_folder_set_deleted(struct store *st, int64_t fid, int64_t when, struct err *e);
+
+/* ---- messages ---- */
+
+/* The local view of one message, as the sync planner needs it. */
+struct store_lmsg {
+	uint32_t uid;
+	char *flags;		/* canonical IMAP flags: see flags_canon() */
+	uint64_t modseq;
+	bool deleted;		/* deleted on server (kept) */
+};
+/* Every row of a folder ordered by UID. */
+int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size_t *n_r,
+		    struct err *e);
+void store_lmsg_free(struct store_lmsg *m, size_t n);
+
+/* A full index row. */
+struct store_msg {
+	int64_t folder_id;
+	uint32_t uid;
+	uint64_t modseq;
+	char *flags;
+	int64_t internaldate;	/* seconds since the epoch, UTC */
+	int64_t size;		/* RFC822.SIZE as the server said = bytes stored before compression */
+	unsigned char hash[32];	/* SHA-256 of the original bytes */
+	char *filename;		/* name inside <folder>/cur/ */
+	char *message_id, *from, *subject, *date;	/* selected headers, may be NULL */
+	int64_t deleted_at;	/* 0 = present on server */
+};
+void store_msg_clear(struct store_msg *m);
+/* 1 found, 0 absent, -1 error. */
+int store_msg_get(struct store *st, int64_t fid, uint32_t uid, struct store_msg *m_r, struct err *e);
+/* Calls cb for each row of the folder in UID order; a non-zero return from cb stops and is returned. */
+int store_msg_foreach(struct store *st, int64_t fid,
+		      int (*cb)(const struct store_msg *m, void *ctx), void *ctx, struct err *e);
+
+/* Reading a message's original bytes (gunzipped when the file is gzip, by magic). */
+struct store_reader;
+int store_msg_open(struct store *st, const struct store_folder *f, const struct store_msg *m,
+		   struct store_reader **r_r, struct err *e);
+/* Returns bytes read (0 at end) or -1. */
+ssize_t store_reader_read(struct store_reader *r, void *buf, size_t n, struct err *e);
+void store_reader_close(struct store_reader **r);
+
+/* ---- writing: batches ---- */
+
+struct store_batch;
+struct store_writer;
+
+/* Metadata of a fetched message; strings are copied. */
+struct store_meta {
+	uint32_t uid;
+	const char *flags;	/* any order / case: canonicalised by the store */
+	int64_t internaldate;
+	uint64_t modseq;
+	int64_t size;		/* RFC822.SIZE from the server, -1 unknown (then the byte count is used) */
+};
+
+/* A set of changes to one folder made durable together by store_batch_commit. */
+int store_batch_begin(struct store *st, const struct store_folder *f, struct store_batch **b_r,
+		      struct err *e);
+/* Starts a new message file in tmp/.  At most one writer is open per batch at a time. */
+int store_msg_begin(struct store_batch *b, struct store_writer **w_r, struct err *e);
+/* Streams bytes of the message (compressed + hashed + header-sniffed on the way). */
+int store_msg_write(struct store_writer *w, const void *p, size_t n, struct err *e);
+/* Ends the message: it joins the batch and becomes durable at commit. */
+int store_msg_finish(struct store_writer **w, const struct store_meta *meta, struct err *e);
+/* Throws the message away (its tmp file is removed). */
+void store_msg_abort(struct store_writer **w);
+/* Queues a flag (and modseq) change of a stored message: the file is renamed at commit. */
+int store_batch_flags(struct store_batch *b, uint32_t uid, const char *flags, uint64_t modseq,
+		      struct err *e);
+/* Queues "the server no longer has UID": with EXPUNGE_KEEP the file gains T and the row
+ * records `when`; with EXPUNGE_MIRROR the file and the row are removed. */
+int store_batch_vanished(struct store_batch *b, uint32_t uid, enum expunge_mode mode, int64_t when,
+			 struct err *e);
+/* Queues the folder state to record with the batch (written in the same transaction). */
+void store_batch_folder_state(struct store_batch *b, uint32_t uidvalidity, uint32_t uidnext,
+			      uint64_t highestmodseq, bool pass_complete);
+/* Number of messages and bytes (uncompressed) added so far. */
+size_t store_batch_count(const struct store_batch *b);
+/* Makes everything durable in the order above.  Frees the batch in all cases. */
+int store_batch_commit(struct store_batch **b, struct err *e);
+/* Drops the batch: tmp files removed, nothing renamed, nothing committed. */
+void store_batch_abort(struct store_batch **b);
+
+/* ---- sync log ---- */
+
+struct store_passlog {
+	int64_t folder_id;
+	int64_t started, finished;	/* epoch seconds */
+	int64_t ms;			/* wall time in milliseconds */
+	int64_t fetched, fetched_bytes;	/* bodies downloaded */
+	int64_t flags_changed, vanished;
+	const char *error;		/* NULL when the pass succeeded */
+};
+int store_log_pass(struct store *st, const struct store_passlog *l, struct err *e);
+/* The most recent log row of a folder: 1 found, 0 none.  l->error is malloc'd (free it). */
+int store_log_last(struct store *st, int64_t fid, struct store_passlog *l_r, struct err *e);
+
+/* ---- integrity ---- */
+
+/* What store_verify and store_reconcile report, one problem at a time. */
+typedef void store_problem_cb(const char *folder, const char *what, void *ctx);
+/*
+ * Checks that every index row has its file, that the file decompresses to SIZE
+ * bytes with the recorded hash, and reports orphan files (in cur/ or new/ with no
+ * row, or in tmp/).  Changes nothing.  Returns the number of problems, -1 on error.
+ */
+int store_verify(struct store *st, store_problem_cb *cb, void *ctx, struct err *e);
+/*
+ * Startup reconciliation (run by store_open when writable): tmp/ files are
+ * removed; a cur/ file with no row whose U= is not indexed is adopted (row
+ * rebuilt from its name, bytes and mtime); a row whose file was renamed (flags
+ * differ) gets its file name fixed.  Returns the number of fixes or -1.
+ */
+int store_reconcile(struct store *st, store_problem_cb *cb, void *ctx, struct err *e);
+
+/* ---- totals for status ---- */
+struct store_stats {
+	int64_t folders, messages, deleted;
+	int64_t raw_bytes;	/* sum of sizes */
+	int64_t disk_bytes;	/* message files (st_blocks not used: apparent sizes) + index */
+	int64_t last_sync;	/* newest folder last_sync */
+};
+int store_stats(struct store *st, struct store_stats *s_r, struct err *e);
+
+/* ---- flags ---- */
+
+/*
+ * Canonical IMAP flags: system flags first in the order \Answered \Deleted \Draft
+ * \Flagged \Seen, then keywords in byte order, single-space separated, \Recent
+ * dropped, duplicates removed.  Returns a new string.
+ */
+char *flags_canon(const char *flags);
+/* Maildir info letters (ASCII order among D F P R S T) for canonical flags; out >= 8 bytes.
+ * \Draft=D \Flagged=F $Forwarded=P \Answered=R \Seen=S \Deleted=T; `trashed` adds T. */
+void flags_to_maildir(const char *flags, bool trashed, char *out);
+
+#endif
