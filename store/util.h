@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #define MF_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
