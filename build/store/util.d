@@ -1,2 +1,0 @@
-build/store/util.o: store/util.c store/util.h
-store/util.h:
