@@ -11,10 +11,11 @@
 
 #include "../store/util.h"
 
-struct mailstream;
+/* libetpan's `mailstream` is a typedef of struct _mailstream. */
+struct _mailstream;
 
-/* 0 when the chain of STREAM is trusted for HOST; -1 with e (ERR_TLS) saying why. */
-int tls_verify_stream(struct mailstream *stream, const char *host, const char *ca_file, struct err *e);
+/* 0 when the chain of STREAM (a TLS stream) is trusted for HOST; -1 with e (ERR_TLS) saying why. */
+int tls_verify_stream(struct _mailstream *stream, const char *host, const char *ca_file, struct err *e);
 
 /* The same check on a DER chain (leaf first); used by tls_verify_stream and tests. */
 int tls_verify_der(const unsigned char *const *der, const size_t *len, size_t n, const char *host,
