@@ -1,0 +1,780 @@
+/*
+ * index.c -- index.sqlite, the only SQLite user.
+ *
+ * Schema version 1 (PRAGMA user_version = 1):
+ *
+ *   folders     one row per IMAP folder ever seen
+ *     id             INTEGER PRIMARY KEY
+ *     imap_name      TEXT UNIQUE     raw server name (modified UTF-7)
+ *     display        TEXT            UTF-8, delimiter as '/' (fname.c)
+ *     path           TEXT UNIQUE     directory under mail/ (fname.c)
+ *     delim          INTEGER         hierarchy delimiter byte, 0 = none
+ *     uidvalidity, uidnext, highestmodseq   INTEGER, 0 = unknown
+ *     last_sync      INTEGER         epoch seconds of the last complete pass, 0 = never
+ *     deleted_at     INTEGER         epoch seconds it vanished from the server, 0 = present
+ *
+ *   messages    one row per message file in mail/<path>/cur/
+ *     folder_id, uid  PRIMARY KEY
+ *     modseq         INTEGER         0 = unknown
+ *     flags          TEXT            canonical IMAP flags (flags_canon)
+ *     internaldate   INTEGER         epoch seconds (also the file's mtime)
+ *     size           INTEGER         bytes of the original message (before gzip)
+ *     disk_size      INTEGER         bytes of the file (for status; not checked)
+ *     hash           BLOB            SHA-256 of the original bytes (32 bytes)
+ *     filename       TEXT            name in cur/: <unique>,U=<uid>:2,<letters>
+ *     message_id, from_, subject, date_hdr   TEXT or NULL: raw header values
+ *     deleted_at     INTEGER         epoch seconds it vanished from the server
+ *                                    (expunge = keep), 0 = present
+ *
+ *   synclog     one row per folder pass; the newest SYNCLOG_KEEP per folder kept
+ *     id INTEGER PRIMARY KEY, folder_id, started, finished (epoch s), ms,
+ *     fetched, fetched_bytes, flags_changed, vanished, error (TEXT, NULL = ok)
+ *
+ * Migrations are an ordered list: entry i takes the schema from version i to
+ * i + 1, inside one transaction together with the new user_version.  A newer
+ * schema than this program knows is refused (never downgraded).
+ *
+ * Durability: WAL.  A batch commit must be durable before the caller goes on
+ * (the daemon then tells itself the messages are stored), so the connection
+ * runs with synchronous=FULL: one fsync of the WAL per commit, and batches are
+ * large.  The sync log is the exception: it is written with synchronous=NORMAL
+ * because losing the last log rows on a power failure is harmless, and the
+ * next FULL commit makes every earlier WAL frame durable too.  Checkpoints are
+ * SQLite's automatic ones.
+ */
+#include "index.h"
+#include "fault.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SYNCLOG_KEEP 1000
+#define BUSY_TIMEOUT_MS 10000
+
+static const char *const migrations[] = {
+	/* 0 -> 1: the initial schema */
+	"CREATE TABLE folders ("
+	"  id INTEGER PRIMARY KEY,"
+	"  imap_name TEXT NOT NULL UNIQUE,"
+	"  display TEXT NOT NULL,"
+	"  path TEXT NOT NULL UNIQUE,"
+	"  delim INTEGER NOT NULL DEFAULT 0,"
+	"  uidvalidity INTEGER NOT NULL DEFAULT 0,"
+	"  uidnext INTEGER NOT NULL DEFAULT 0,"
+	"  highestmodseq INTEGER NOT NULL DEFAULT 0,"
+	"  last_sync INTEGER NOT NULL DEFAULT 0,"
+	"  deleted_at INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE messages ("
+	"  folder_id INTEGER NOT NULL REFERENCES folders(id),"
+	"  uid INTEGER NOT NULL,"
+	"  modseq INTEGER NOT NULL DEFAULT 0,"
+	"  flags TEXT NOT NULL DEFAULT '',"
+	"  internaldate INTEGER NOT NULL DEFAULT 0,"
+	"  size INTEGER NOT NULL,"
+	"  disk_size INTEGER NOT NULL DEFAULT 0,"
+	"  hash BLOB NOT NULL,"
+	"  filename TEXT NOT NULL,"
+	"  message_id TEXT, from_ TEXT, subject TEXT, date_hdr TEXT,"
+	"  deleted_at INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (folder_id, uid));"
+	"CREATE TABLE synclog ("
+	"  id INTEGER PRIMARY KEY,"
+	"  folder_id INTEGER NOT NULL,"
+	"  started INTEGER NOT NULL, finished INTEGER NOT NULL, ms INTEGER NOT NULL,"
+	"  fetched INTEGER NOT NULL DEFAULT 0, fetched_bytes INTEGER NOT NULL DEFAULT 0,"
+	"  flags_changed INTEGER NOT NULL DEFAULT 0, vanished INTEGER NOT NULL DEFAULT 0,"
+	"  error TEXT);"
+	"CREATE INDEX synclog_folder ON synclog(folder_id, id);",
+};
+#define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
+_Static_assert(NMIGRATIONS == IDX_SCHEMA_VERSION, "one migration per schema version");
+
+#define FOLDER_COLS "id, imap_name, display, path, delim, uidvalidity, uidnext, " \
+		    "highestmodseq, last_sync, deleted_at"
+#define MSG_COLS "folder_id, uid, modseq, flags, internaldate, size, hash, filename, " \
+		 "message_id, from_, subject, date_hdr, deleted_at"
+#define BRIEF_COLS "uid, modseq, flags, filename, deleted_at"
+
+enum stmt_id {
+	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_FULL, S_SYNC_NORMAL,
+	S_F_BY_NAME, S_F_BY_DISPLAY, S_F_BY_PATH, S_F_INSERT, S_F_LIST, S_F_LIST_COUNTS,
+	S_F_DELETED, S_F_STATE,
+	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
+	S_L_INSERT, S_L_PRUNE, S_L_LAST, S_STATS,
+	S_NSTMT
+};
+
+static const char *const stmt_sql[S_NSTMT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_SYNC_FULL] = "PRAGMA synchronous=FULL",
+	[S_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+	[S_F_BY_NAME] = "SELECT " FOLDER_COLS " FROM folders WHERE imap_name = ?1",
+	[S_F_BY_DISPLAY] = "SELECT " FOLDER_COLS " FROM folders WHERE display = ?1 "
+			   "ORDER BY id LIMIT 1",
+	[S_F_BY_PATH] = "SELECT " FOLDER_COLS " FROM folders WHERE path = ?1",
+	[S_F_INSERT] = "INSERT INTO folders (imap_name, display, path, delim) "
+		       "VALUES (?1, ?2, ?3, ?4)",
+	[S_F_LIST] = "SELECT " FOLDER_COLS " FROM folders ORDER BY display, id",
+	[S_F_LIST_COUNTS] =
+		"SELECT f.id, f.imap_name, f.display, f.path, f.delim, f.uidvalidity, f.uidnext, "
+		"f.highestmodseq, f.last_sync, f.deleted_at, "
+		"coalesce(sum(m.deleted_at = 0), 0), coalesce(sum(m.deleted_at <> 0), 0), "
+		"coalesce(sum(m.size), 0) "
+		"FROM folders f LEFT JOIN messages m ON m.folder_id = f.id "
+		"GROUP BY f.id ORDER BY f.display, f.id",
+	[S_F_DELETED] = "UPDATE folders SET deleted_at = ?2 WHERE id = ?1",
+	[S_F_STATE] = "UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4, "
+		      "last_sync = CASE WHEN ?5 < 0 THEN last_sync ELSE ?5 END WHERE id = ?1",
+	[S_M_GET] = "SELECT " MSG_COLS " FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[S_M_BRIEF] = "SELECT " BRIEF_COLS " FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[S_M_BRIEF_LIST] = "SELECT " BRIEF_COLS " FROM messages WHERE folder_id = ?1 "
+			   "ORDER BY uid",
+	[S_M_PUT] = "INSERT INTO messages (folder_id, uid, modseq, flags, internaldate, size, "
+		    "disk_size, hash, filename, message_id, from_, subject, date_hdr, deleted_at) "
+		    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+		    "ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = ?3, flags = ?4, "
+		    "internaldate = ?5, size = ?6, disk_size = ?7, hash = ?8, filename = ?9, "
+		    "message_id = ?10, from_ = ?11, subject = ?12, date_hdr = ?13, "
+		    "deleted_at = ?14",
+	[S_M_UPDATE] = "UPDATE messages SET modseq = ?3, flags = ?4, filename = ?5, "
+		       "deleted_at = ?6 WHERE folder_id = ?1 AND uid = ?2",
+	[S_M_DELETE] = "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	[S_M_FOREACH] = "SELECT " MSG_COLS " FROM messages WHERE folder_id = ?1 ORDER BY uid",
+	[S_L_INSERT] = "INSERT INTO synclog (folder_id, started, finished, ms, fetched, "
+		       "fetched_bytes, flags_changed, vanished, error) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[S_L_PRUNE] = "DELETE FROM synclog WHERE folder_id = ?1 AND id <= (SELECT id FROM synclog "
+		      "WHERE folder_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+	[S_L_LAST] = "SELECT folder_id, started, finished, ms, fetched, fetched_bytes, "
+		     "flags_changed, vanished, error FROM synclog WHERE folder_id = ?1 "
+		     "ORDER BY id DESC LIMIT 1",
+	[S_STATS] = "SELECT (SELECT count(*) FROM folders), "
+		    "(SELECT count(*) FROM messages WHERE deleted_at = 0), "
+		    "(SELECT count(*) FROM messages WHERE deleted_at <> 0), "
+		    "(SELECT coalesce(sum(size), 0) FROM messages), "
+		    "(SELECT coalesce(sum(disk_size), 0) FROM messages), "
+		    "(SELECT coalesce(max(last_sync), 0) FROM folders)",
+};
+
+struct idx {
+	sqlite3 *db;
+	char *path;
+	sqlite3_stmt *stmt[S_NSTMT];
+};
+
+/* ---- helpers ---- */
+
+static int db_fail(struct idx *x, const char *what, struct err *e)
+{
+	return err_set(e, ERR_LOCAL, "%s: %s: %s", x->path, what, sqlite3_errmsg(x->db));
+}
+
+/* The statement, reset and unbound, ready to bind. */
+static sqlite3_stmt *stmt(struct idx *x, enum stmt_id id)
+{
+	sqlite3_stmt *s = x->stmt[id];
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+/* Runs a statement that returns no row we need; always leaves it reset. */
+static int run(struct idx *x, sqlite3_stmt *s, const char *what, struct err *e)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		db_fail(x, what, e);
+		sqlite3_reset(s);
+		return -1;
+	}
+	sqlite3_reset(s);
+	return 0;
+}
+
+/* Steps a SELECT: 1 row, 0 done (statement reset), -1 error (statement reset). */
+static int next_row(struct idx *x, sqlite3_stmt *s, const char *what, struct err *e)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc != SQLITE_DONE)
+		db_fail(x, what, e);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void bind_str(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+static char *col_str(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	return t ? xstrndup((const char *)t, (size_t)sqlite3_column_bytes(s, i)) : NULL;
+}
+
+static int64_t col_i64(sqlite3_stmt *s, int i)
+{
+	return sqlite3_column_int64(s, i);
+}
+
+static int exec_sql(struct idx *x, const char *sql, const char *what, struct err *e)
+{
+	if (sqlite3_exec(x->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(x, what, e);
+	return 0;
+}
+
+static int user_version(struct idx *x, int *v_r, struct err *e)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (sqlite3_prepare_v2(x->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+		return db_fail(x, "reading the schema version", e);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*v_r = sqlite3_column_int(s, 0);
+	else
+		db_fail(x, "reading the schema version", e);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* ---- open / close ---- */
+
+static int migrate(struct idx *x, struct err *e)
+{
+	int v;
+	char *set;
+
+	if (exec_sql(x, "BEGIN IMMEDIATE", "starting the schema upgrade", e) < 0)
+		return -1;
+	if (user_version(x, &v, e) < 0)
+		goto fail;
+	if (v > IDX_SCHEMA_VERSION) {
+		err_set(e, ERR_LOCAL, "%s: schema version %d is newer than this program's (%d)",
+			x->path, v, IDX_SCHEMA_VERSION);
+		goto fail;
+	}
+	if (v == IDX_SCHEMA_VERSION) {
+		exec_sql(x, "ROLLBACK", "ending the schema check", NULL);
+		return 0;
+	}
+	for (size_t i = (size_t)v; i < NMIGRATIONS; i++)
+		if (exec_sql(x, migrations[i], "upgrading the schema", e) < 0)
+			goto fail;
+	set = xasprintf("PRAGMA user_version = %d", IDX_SCHEMA_VERSION);
+	int rc = exec_sql(x, set, "upgrading the schema", e);
+	free(set);
+	if (rc < 0 || exec_sql(x, "COMMIT", "committing the schema upgrade", e) < 0)
+		goto fail;
+	if (v)
+		log_info("%s: schema upgraded from version %d to %d", x->path, v,
+			 IDX_SCHEMA_VERSION);
+	return 0;
+fail:
+	sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+static int check_version(struct idx *x, struct err *e)
+{
+	int v;
+
+	if (user_version(x, &v, e) < 0)
+		return -1;
+	if (v == IDX_SCHEMA_VERSION)
+		return 0;
+	if (v > IDX_SCHEMA_VERSION)
+		return err_set(e, ERR_LOCAL, "%s: schema version %d is newer than this program's "
+			       "(%d)", x->path, v, IDX_SCHEMA_VERSION);
+	return err_set(e, ERR_LOCAL, "%s: schema version %d is older than this program's (%d): "
+		       "open it once for writing (mailferryd) to upgrade it", x->path, v,
+		       IDX_SCHEMA_VERSION);
+}
+
+/* SQLite creates database files 0644 & ~umask; the store wants 0600. */
+static int precreate(const char *path, struct err *e)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return err_sys(e, ERR_LOCAL, "open(%s)", path);
+	if (fchmod(fd, 0600) < 0) {
+		err_sys(e, ERR_LOCAL, "chmod(%s)", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int setup(struct idx *x, bool read_only, struct err *e)
+{
+	sqlite3_busy_timeout(x->db, BUSY_TIMEOUT_MS);
+	sqlite3_extended_result_codes(x->db, 1);
+	if (read_only) {
+		if (check_version(x, e) < 0)
+			return -1;
+	} else {
+		if (exec_sql(x, "PRAGMA journal_mode=WAL", "switching to WAL", e) < 0 ||
+		    exec_sql(x, "PRAGMA synchronous=FULL", "setting synchronous", e) < 0 ||
+		    migrate(x, e) < 0)
+			return -1;
+	}
+	for (int i = 0; i < S_NSTMT; i++)
+		if (sqlite3_prepare_v3(x->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+				       &x->stmt[i], NULL) != SQLITE_OK)
+			return db_fail(x, "preparing statements", e);
+	return 0;
+}
+
+int idx_open(const char *path, bool read_only, struct idx **x_r, struct err *e)
+{
+	struct idx *x = xcalloc(1, sizeof *x);
+	int flags = SQLITE_OPEN_NOMUTEX |
+		    (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
+
+	*x_r = NULL;
+	x->path = xstrdup(path);
+	if (!read_only && access(path, F_OK) < 0 && precreate(path, e) < 0)
+		goto fail;
+	if (sqlite3_open_v2(path, &x->db, flags, NULL) != SQLITE_OK) {
+		if (x->db)
+			db_fail(x, "open", e);
+		else
+			err_set(e, ERR_LOCAL, "%s: open: out of memory", path);
+		goto fail;
+	}
+	if (setup(x, read_only, e) < 0)
+		goto fail;
+	*x_r = x;
+	return 0;
+fail:
+	idx_close(&x);
+	return -1;
+}
+
+void idx_close(struct idx **xp)
+{
+	struct idx *x = *xp;
+
+	if (!x)
+		return;
+	for (int i = 0; i < S_NSTMT; i++)
+		sqlite3_finalize(x->stmt[i]);
+	if (x->db && sqlite3_close(x->db) != SQLITE_OK)
+		log_warn("%s: close: %s", x->path, sqlite3_errmsg(x->db));
+	free(x->path);
+	free(x);
+	*xp = NULL;
+}
+
+/* ---- transactions ---- */
+
+int idx_begin(struct idx *x, struct err *e)
+{
+	return run(x, stmt(x, S_BEGIN), "BEGIN", e);
+}
+
+int idx_commit(struct idx *x, struct err *e)
+{
+	if (FAULT(FAULT_COMMIT)) {
+		err_sys(e, ERR_LOCAL, "%s: COMMIT", x->path);
+		idx_rollback(x);
+		return -1;
+	}
+	if (run(x, stmt(x, S_COMMIT), "COMMIT", e) < 0) {
+		idx_rollback(x);
+		return -1;
+	}
+	return 0;
+}
+
+void idx_rollback(struct idx *x)
+{
+	if (!sqlite3_get_autocommit(x->db))
+		run(x, stmt(x, S_ROLLBACK), "ROLLBACK", NULL);
+}
+
+/* ---- folders ---- */
+
+static void folder_row(sqlite3_stmt *s, struct store_folder *f)
+{
+	memset(f, 0, sizeof *f);
+	f->id = col_i64(s, 0);
+	f->imap_name = col_str(s, 1);
+	f->display = col_str(s, 2);
+	f->path = col_str(s, 3);
+	f->delim = (char)col_i64(s, 4);
+	f->uidvalidity = (uint32_t)col_i64(s, 5);
+	f->uidnext = (uint32_t)col_i64(s, 6);
+	f->highestmodseq = (uint64_t)col_i64(s, 7);
+	f->last_sync = col_i64(s, 8);
+	f->deleted_at = col_i64(s, 9);
+}
+
+static int folder_by(struct idx *x, enum stmt_id id, const char *key, struct store_folder *f_r,
+		     struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, id);
+	int rc;
+
+	bind_str(s, 1, key);
+	rc = next_row(x, s, "looking up a folder", e);
+	if (rc == 1) {
+		folder_row(s, f_r);
+		sqlite3_reset(s);
+	}
+	return rc;
+}
+
+int idx_folder_by_name(struct idx *x, const char *imap_name, struct store_folder *f_r,
+		       struct err *e)
+{
+	return folder_by(x, S_F_BY_NAME, imap_name, f_r, e);
+}
+
+int idx_folder_by_display(struct idx *x, const char *display, struct store_folder *f_r,
+			  struct err *e)
+{
+	return folder_by(x, S_F_BY_DISPLAY, display, f_r, e);
+}
+
+int idx_folder_insert(struct idx *x, const char *imap_name, const char *display,
+		      const char *path, char delim, int64_t *id_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_INSERT);
+	struct store_folder other;
+	int rc;
+
+	bind_str(s, 1, imap_name);
+	bind_str(s, 2, display);
+	bind_str(s, 3, path);
+	sqlite3_bind_int(s, 4, (unsigned char)delim);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(s);
+		*id_r = sqlite3_last_insert_rowid(x->db);
+		return 0;
+	}
+	db_fail(x, "adding a folder", e);
+	sqlite3_reset(s);
+	/* the usual UNIQUE failure: two server names that map to one directory */
+	if (rc == SQLITE_CONSTRAINT_UNIQUE && folder_by(x, S_F_BY_PATH, path, &other, NULL) == 1) {
+		err_set(e, ERR_FOLDER, "folder %s: its directory %s is already used by folder %s",
+			imap_name, path, other.imap_name);
+		store_folder_clear(&other);
+	}
+	return -1;
+}
+
+int idx_folder_list(struct idx *x, bool with_counts, struct store_folder **f_r, size_t *n_r,
+		    struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, with_counts ? S_F_LIST_COUNTS : S_F_LIST);
+	struct store_folder *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	while ((rc = next_row(x, s, "listing folders", e)) == 1) {
+		if (n == cap)
+			v = xrealloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
+		folder_row(s, &v[n]);
+		if (with_counts) {
+			v[n].nmessages = col_i64(s, 10);
+			v[n].ndeleted = col_i64(s, 11);
+			v[n].bytes = col_i64(s, 12);
+		}
+		n++;
+	}
+	if (rc < 0) {
+		store_folder_list_free(v, n);
+		return -1;
+	}
+	*f_r = v;
+	*n_r = n;
+	return 0;
+}
+
+int idx_folder_set_deleted(struct idx *x, int64_t fid, int64_t when, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_DELETED);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, when);
+	return run(x, s, "marking a folder deleted", e);
+}
+
+int idx_folder_state(struct idx *x, int64_t fid, uint32_t uidvalidity, uint32_t uidnext,
+		     uint64_t highestmodseq, int64_t last_sync, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_STATE);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	sqlite3_bind_int64(s, 3, uidnext);
+	sqlite3_bind_int64(s, 4, (int64_t)highestmodseq);
+	sqlite3_bind_int64(s, 5, last_sync);
+	return run(x, s, "recording the folder state", e);
+}
+
+/* ---- messages ---- */
+
+void idx_brief_clear(struct idx_brief *b)
+{
+	free(b->flags);
+	free(b->filename);
+	memset(b, 0, sizeof *b);
+}
+
+void idx_brief_list_free(struct idx_brief *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		idx_brief_clear(&b[i]);
+	free(b);
+}
+
+static void brief_row(sqlite3_stmt *s, struct idx_brief *b)
+{
+	b->uid = (uint32_t)col_i64(s, 0);
+	b->modseq = (uint64_t)col_i64(s, 1);
+	b->flags = col_str(s, 2);
+	b->filename = col_str(s, 3);
+	b->deleted_at = col_i64(s, 4);
+	if (!b->flags)
+		b->flags = xstrdup("");
+	if (!b->filename)
+		b->filename = xstrdup("");
+}
+
+static void msg_row(sqlite3_stmt *s, struct store_msg *m)
+{
+	const void *h = sqlite3_column_blob(s, 6);
+
+	memset(m, 0, sizeof *m);
+	m->folder_id = col_i64(s, 0);
+	m->uid = (uint32_t)col_i64(s, 1);
+	m->modseq = (uint64_t)col_i64(s, 2);
+	m->flags = col_str(s, 3);
+	m->internaldate = col_i64(s, 4);
+	m->size = col_i64(s, 5);
+	if (h && sqlite3_column_bytes(s, 6) == (int)sizeof m->hash)
+		memcpy(m->hash, h, sizeof m->hash);
+	m->filename = col_str(s, 7);
+	m->message_id = col_str(s, 8);
+	m->from = col_str(s, 9);
+	m->subject = col_str(s, 10);
+	m->date = col_str(s, 11);
+	m->deleted_at = col_i64(s, 12);
+	if (!m->flags)
+		m->flags = xstrdup("");
+	if (!m->filename)
+		m->filename = xstrdup("");
+}
+
+int idx_msg_get(struct idx *x, int64_t fid, uint32_t uid, struct store_msg *m_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_GET);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, uid);
+	rc = next_row(x, s, "reading a message", e);
+	if (rc == 1) {
+		msg_row(s, m_r);
+		sqlite3_reset(s);
+	}
+	return rc;
+}
+
+int idx_msg_brief(struct idx *x, int64_t fid, uint32_t uid, struct idx_brief *b_r,
+		  struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_BRIEF);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, uid);
+	rc = next_row(x, s, "reading a message", e);
+	if (rc == 1) {
+		brief_row(s, b_r);
+		sqlite3_reset(s);
+	}
+	return rc;
+}
+
+int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n_r,
+		   struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_BRIEF_LIST);
+	struct idx_brief *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	while ((rc = next_row(x, s, "listing messages", e)) == 1) {
+		if (n == cap)
+			v = xrealloc(v, (cap = cap ? cap * 2 : 256) * sizeof *v);
+		brief_row(s, &v[n++]);
+	}
+	if (rc < 0) {
+		idx_brief_list_free(v, n);
+		return -1;
+	}
+	*b_r = v;
+	*n_r = n;
+	return 0;
+}
+
+int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_PUT);
+
+	sqlite3_bind_int64(s, 1, m->folder_id);
+	sqlite3_bind_int64(s, 2, m->uid);
+	sqlite3_bind_int64(s, 3, (int64_t)m->modseq);
+	bind_str(s, 4, m->flags ? m->flags : "");
+	sqlite3_bind_int64(s, 5, m->internaldate);
+	sqlite3_bind_int64(s, 6, m->size);
+	sqlite3_bind_int64(s, 7, disk_size);
+	sqlite3_bind_blob(s, 8, m->hash, sizeof m->hash, SQLITE_STATIC);
+	bind_str(s, 9, m->filename);
+	bind_str(s, 10, m->message_id);
+	bind_str(s, 11, m->from);
+	bind_str(s, 12, m->subject);
+	bind_str(s, 13, m->date);
+	sqlite3_bind_int64(s, 14, m->deleted_at);
+	return run(x, s, "storing a message", e);
+}
+
+int idx_msg_update(struct idx *x, int64_t fid, const struct idx_brief *b, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_UPDATE);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, b->uid);
+	sqlite3_bind_int64(s, 3, (int64_t)b->modseq);
+	bind_str(s, 4, b->flags);
+	bind_str(s, 5, b->filename);
+	sqlite3_bind_int64(s, 6, b->deleted_at);
+	return run(x, s, "updating a message", e);
+}
+
+int idx_msg_delete(struct idx *x, int64_t fid, uint32_t uid, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_DELETE);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, uid);
+	return run(x, s, "deleting a message", e);
+}
+
+int idx_msg_foreach(struct idx *x, int64_t fid, int (*cb)(const struct store_msg *m, void *ctx),
+		    void *ctx, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_FOREACH);
+	struct store_msg m;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	while ((rc = next_row(x, s, "listing messages", e)) == 1) {
+		msg_row(s, &m);
+		rc = cb(&m, ctx);
+		store_msg_clear(&m);
+		if (rc) {
+			sqlite3_reset(s);
+			return rc;
+		}
+	}
+	return rc;
+}
+
+/* ---- sync log ---- */
+
+int idx_log_insert(struct idx *x, const struct store_passlog *l, struct err *e)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (run(x, stmt(x, S_SYNC_NORMAL), "setting synchronous", e) < 0)
+		return -1;
+	s = stmt(x, S_L_INSERT);
+	sqlite3_bind_int64(s, 1, l->folder_id);
+	sqlite3_bind_int64(s, 2, l->started);
+	sqlite3_bind_int64(s, 3, l->finished);
+	sqlite3_bind_int64(s, 4, l->ms);
+	sqlite3_bind_int64(s, 5, l->fetched);
+	sqlite3_bind_int64(s, 6, l->fetched_bytes);
+	sqlite3_bind_int64(s, 7, l->flags_changed);
+	sqlite3_bind_int64(s, 8, l->vanished);
+	bind_str(s, 9, l->error);
+	rc = run(x, s, "logging a pass", e);
+	if (rc == 0) {
+		s = stmt(x, S_L_PRUNE);
+		sqlite3_bind_int64(s, 1, l->folder_id);
+		sqlite3_bind_int64(s, 2, SYNCLOG_KEEP);
+		rc = run(x, s, "pruning the sync log", e);
+	}
+	if (run(x, stmt(x, S_SYNC_FULL), "setting synchronous", rc < 0 ? NULL : e) < 0)
+		rc = -1;
+	return rc;
+}
+
+int idx_log_last(struct idx *x, int64_t fid, struct store_passlog *l_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_L_LAST);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	rc = next_row(x, s, "reading the sync log", e);
+	if (rc != 1)
+		return rc;
+	l_r->folder_id = col_i64(s, 0);
+	l_r->started = col_i64(s, 1);
+	l_r->finished = col_i64(s, 2);
+	l_r->ms = col_i64(s, 3);
+	l_r->fetched = col_i64(s, 4);
+	l_r->fetched_bytes = col_i64(s, 5);
+	l_r->flags_changed = col_i64(s, 6);
+	l_r->vanished = col_i64(s, 7);
+	l_r->error = col_str(s, 8);
+	sqlite3_reset(s);
+	return 1;
+}
+
+int idx_stats(struct idx *x, struct store_stats *s_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_STATS);
+	int rc = next_row(x, s, "computing totals", e);
+
+	if (rc < 0)
+		return -1;
+	memset(s_r, 0, sizeof *s_r);
+	if (rc == 1) {
+		s_r->folders = col_i64(s, 0);
+		s_r->messages = col_i64(s, 1);
+		s_r->deleted = col_i64(s, 2);
+		s_r->raw_bytes = col_i64(s, 3);
+		s_r->disk_bytes = col_i64(s, 4);
+		s_r->last_sync = col_i64(s, 5);
+		sqlite3_reset(s);
+	}
+	return 0;
+}

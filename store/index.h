@@ -1,0 +1,79 @@
+/*
+ * index.h -- index.sqlite: the only SQLite user (internal to the store).
+ *
+ * The schema is documented at the top of index.c.  Every statement is
+ * prepared once at idx_open and kept on the object.  Functions return 0 / -1
+ * (ERR_LOCAL, message "<path>: <what>: <sqlite message>"), or 1 / 0 / -1
+ * where "absent" is normal.  Strings handed back are copies.
+ */
+#ifndef MF_INDEX_H
+#define MF_INDEX_H
+
+#include "store.h"
+
+#define IDX_SCHEMA_VERSION 1
+
+struct idx;
+
+/* Opens PATH; writable opens create it, switch it to WAL and run the
+ * migrations; read-only opens refuse a schema they do not know. */
+int idx_open(const char *path, bool read_only, struct idx **x_r, struct err *e);
+void idx_close(struct idx **x);
+
+/* Transactions: BEGIN IMMEDIATE, then idx_commit or idx_rollback.  The commit
+ * is durable (synchronous=FULL).  idx_commit is a fault point (FAULT_COMMIT). */
+int idx_begin(struct idx *x, struct err *e);
+int idx_commit(struct idx *x, struct err *e);
+void idx_rollback(struct idx *x);
+
+/* ---- folders ---- */
+int idx_folder_by_name(struct idx *x, const char *imap_name, struct store_folder *f_r,
+		       struct err *e);
+int idx_folder_by_display(struct idx *x, const char *display, struct store_folder *f_r,
+			  struct err *e);
+/* Inserts a folder (durably).  A path taken by another folder is ERR_FOLDER. */
+int idx_folder_insert(struct idx *x, const char *imap_name, const char *display,
+		      const char *path, char delim, int64_t *id_r, struct err *e);
+/* All folders by display name; with_counts fills nmessages / ndeleted / bytes. */
+int idx_folder_list(struct idx *x, bool with_counts, struct store_folder **f_r, size_t *n_r,
+		    struct err *e);
+int idx_folder_set_deleted(struct idx *x, int64_t fid, int64_t when, struct err *e);
+/* last_sync < 0 keeps the recorded one. */
+int idx_folder_state(struct idx *x, int64_t fid, uint32_t uidvalidity, uint32_t uidnext,
+		     uint64_t highestmodseq, int64_t last_sync, struct err *e);
+
+/* ---- messages ---- */
+
+/* The columns of a row that the write path and the checks need. */
+struct idx_brief {
+	uint32_t uid;
+	uint64_t modseq;
+	char *flags;
+	char *filename;
+	int64_t deleted_at;
+};
+void idx_brief_clear(struct idx_brief *b);
+void idx_brief_list_free(struct idx_brief *b, size_t n);
+
+int idx_msg_get(struct idx *x, int64_t fid, uint32_t uid, struct store_msg *m_r, struct err *e);
+int idx_msg_brief(struct idx *x, int64_t fid, uint32_t uid, struct idx_brief *b_r,
+		  struct err *e);
+/* Every row of a folder by UID. */
+int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n_r,
+		   struct err *e);
+/* Inserts or replaces the row (folder_id, uid). */
+int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e);
+/* Sets flags, modseq, filename and deleted_at of an existing row. */
+int idx_msg_update(struct idx *x, int64_t fid, const struct idx_brief *b, struct err *e);
+int idx_msg_delete(struct idx *x, int64_t fid, uint32_t uid, struct err *e);
+int idx_msg_foreach(struct idx *x, int64_t fid, int (*cb)(const struct store_msg *m, void *ctx),
+		    void *ctx, struct err *e);
+
+/* ---- sync log, totals ---- */
+/* Not durable by itself (synchronous=NORMAL): the next batch commit makes it so. */
+int idx_log_insert(struct idx *x, const struct store_passlog *l, struct err *e);
+int idx_log_last(struct idx *x, int64_t fid, struct store_passlog *l_r, struct err *e);
+/* Everything but disk_bytes of the index files; disk_bytes = sum of file sizes. */
+int idx_stats(struct idx *x, struct store_stats *s_r, struct err *e);
+
+#endif

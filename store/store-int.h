@@ -1,0 +1,32 @@
+/*
+ * store-int.h -- what store.c, batch.c and check.c share (internal to the store).
+ */
+#ifndef MF_STORE_INT_H
+#define MF_STORE_INT_H
+
+#include "store.h"
+#include "index.h"
+
+struct store_writer;
+
+struct store {
+	char *dir;		/* <root>/<account> */
+	char *maildir;		/* <dir>/mail */
+	int dirfd;		/* <dir> */
+	int mailfd;		/* <dir>/mail, -1 when absent (read-only) */
+	int lockfd;		/* <dir>/lock, flock'd exclusively by a writable open */
+	struct idx *idx;
+	struct store_opts opts;
+	bool fchmod_files;	/* the umask takes bits off 0600: fchmod each new file */
+	struct store_writer *spare;	/* a writer's buffers and zlib state, kept for reuse */
+};
+
+/* ERR_LOCAL when the store was opened read-only. */
+int store_check_writable(const struct store *st, struct err *e);
+/* Canonical IMAP flags for Maildir info letters (D F P R S T; others ignored).
+ * T becomes \Deleted: a file alone cannot tell "trashed" from the flag. */
+char *flags_from_maildir(const char *letters);
+/* Frees a writer's buffers (batch.c). */
+void store_writer_free(struct store_writer *w);
+
+#endif
