@@ -72,11 +72,12 @@ unit: $(UNIT_BIN)
 # ---- dependencies (Debian 12) ----
 DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libgnutls28-dev \
             nettle-dev libinih-dev libinotifytools0-dev libsasl2-modules dovecot-imapd \
-            dovecot-core python3 python3-aiosmtpd openssl sqlite3 npm ca-certificates \
-            procps time perl
+            dovecot-core python3 python3-aiosmtpd openssl sqlite3 ca-certificates \
+            procps time perl util-linux
+# npm only when no npm is on PATH (a machine may carry its own Node.js)
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
-		grep -q 'install ok installed' || echo $$p; done); \
+		grep -q 'install ok installed' || echo $$p; done; command -v npm >/dev/null || echo npm); \
 	if [ -n "$$missing" ]; then \
 		echo "make deps: installing:" $$missing; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
