@@ -61,7 +61,6 @@ $(B)/mailferryd: $(B)/syncd/main.o $(B)/libsyncd.a $(B)/libstore.a
 
 $(B)/mailferry: $(CLI_OBJ) $(B)/libstore.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
-	ln -sf mailferry $(B)/mailferry-sendmail
 
 $(B)/tests/%: $(B)/tests/unit/%.o $(B)/libsyncd.a $(B)/libstore.a
 	@mkdir -p $(dir $@)
@@ -119,12 +118,12 @@ bench-smoke: all corpus
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(B)/mailferryd $(B)/mailferry $(DESTDIR)$(BINDIR)/
-	ln -sf mailferry $(DESTDIR)$(BINDIR)/mailferry-sendmail
 	install -m 0644 man/mailferry.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/mailferry.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/mailferryd.8 $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/user
-	install -m 0644 systemd/mailferryd.service $(DESTDIR)$(PREFIX)/lib/systemd/user/
+	sed 's|/usr/local/bin|$(BINDIR)|g' systemd/mailferryd.service > $(DESTDIR)$(PREFIX)/lib/systemd/user/mailferryd.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/user/mailferryd.service
 
 clean:
 	rm -rf build build-asan
