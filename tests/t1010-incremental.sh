@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# t1010-incremental: later passes transfer only what changed; server deletions are kept as
+# deleted (expunge = keep: the backup promise) or removed (expunge = mirror).
+. "$(dirname "$0")/lib/testlib.sh"
+. "$MF_TESTLIB_DIR/dovecot.sh"
+
+require_cmd dovecot doveadm openssl python3
+require_mf
+require_corpus
+
+dc_start || die "private Dovecot starts"
+"$MF_TESTLIB_DIR/corpus.sh" stage "$MF_CORPUS" "$TEST_DIR/stage" 70 50 40 30 10 >/dev/null ||
+	die "corpus staged"
+dc_import "$TEST_DIR/stage" || die "corpus imported into Dovecot"
+N=200
+
+mf_password_file "$TEST_DIR/demo.pass" "$DC_PASS"
+CONF=$TEST_DIR/keep.conf
+mf_config "$CONF" keep expunge=keep
+CONF_M=$TEST_DIR/mirror.conf	# same store, another account, expunge = mirror
+printf '[general]\nstore = %s\n' "$MF_STORE" >"$CONF_M"
+mf_config_account "$CONF_M" mirror expunge=mirror
+MFD=$(mf_bin mailferryd)
+MF=$(mf_bin mailferry)
+
+# fetch_body totals of the sessions of one mailferryd run: "COUNT BYTES SESSIONS"
+sync_pass() {	# NAME CONF
+	local mark
+	mark=$(dc_log_mark)
+	run "$1" timeout 120 "$MFD" -c "$2" --once
+	[ "$RC" = 0 ] || diag_file "$1.err"
+	FETCHED=$(dc_fetch_bodies "$mark")
+}
+folders_sum() {	# CONF KEY
+	"$MF" -c "$1" folders --json >"$TEST_DIR/f.json" 2>"$TEST_DIR/f.err" || { echo "error"; return; }
+	json "sum(int(f.get('$2') or 0) for f in j)" "$TEST_DIR/f.json"
+}
+first_uid() {	# FOLDER SEARCH-KEY
+	dc_doveadm search -u "$DC_USER" mailbox "$1" "$2" | awk 'NR == 1 {print $2}'
+}
+
+# ---- 1: first pass
+sync_pass pass1 "$CONF"
+is "$RC" 0 "first pass exits 0"
+read -r c b s <<<"$FETCHED"
+ok "first pass fetched every body (fetch_body count $c >= $N, $s sessions)" test "$c" -ge "$N"
+
+# ---- 2: nothing changed
+sync_pass pass2 "$CONF"
+is "$RC" 0 "second pass (no change) exits 0"
+read -r c b s <<<"$FETCHED"
+ok "second pass logged in ($s IMAP sessions in Dovecot's log)" test "$s" -ge 1
+is "$c/$b" 0/0 "second pass: Dovecot's logout lines say fetch_body=0/0"
+is "$(folders_sum "$CONF" last_fetched)" 0 "second pass: folders --json last_fetched is 0 everywhere"
+
+# ---- 3: three new messages, five flag changes
+for i in 1 2 3; do
+	folder=INBOX
+	[ "$i" = 3 ] && folder=Lists/Dev
+	printf '%s\r\n' "From: Sender $i <sender$i@example.org>" "To: demo@example.org" \
+		"Subject: incremental message $i" "Date: Mon, 2 Sep 2002 10:0$i:00 +0000" \
+		"Message-ID: <t1010-new-$i@example.org>" "" "New message number $i." >"$TEST_DIR/new$i.eml"
+	dc_save "$folder" "$TEST_DIR/new$i.eml" || die "doveadm save into $folder"
+done
+u1=$(first_uid INBOX UNANSWERED)
+u2=$(first_uid Archive SEEN)
+u3=$(first_uid Spam UNSEEN)
+u4=$(first_uid Lists/Dev UNFLAGGED)
+u5=$(first_uid Entwürfe ALL)
+{
+	dc_flags add '\Answered' INBOX "$u1" &&
+		dc_flags remove '\Seen' Archive "$u2" &&
+		dc_flags add '\Seen' Spam "$u3" &&
+		dc_flags add '\Flagged' Lists/Dev "$u4" &&
+		dc_flags add '$MFTest' Entwürfe "$u5"
+} || die "doveadm flags changes"
+sync_pass pass3 "$CONF"
+is "$RC" 0 "third pass (3 new, 5 flag changes) exits 0"
+read -r c b s <<<"$FETCHED"
+is "$c" 3 "third pass fetched exactly 3 bodies (Dovecot's fetch_body count)"
+is "$(folders_sum "$CONF" last_fetched)" 3 "third pass: folders --json last_fetched adds up to 3"
+is "$(folders_sum "$CONF" last_flags_changed)" 5 "third pass: folders --json last_flags_changed adds up to 5"
+
+mf_imapdump "$TEST_DIR/dump3" >/dev/null || die "server dumped"
+run cmp3 mf_compare "$CONF" keep "$TEST_DIR/dump3" all
+[ "$(kv cmp3.out problems)" = 0 ] || diag_file cmp3.err 30
+is "$(kv cmp3.out messages_missing)/$(kv cmp3.out messages_extra)/$(kv cmp3.out flags_diff)/$(kv cmp3.out bodies_diff)" \
+	0/0/0/0 "after the third pass: same UIDs, flags and bytes as the server"
+
+# the mirror account's first pass, before anything is expunged
+sync_pass mirror1 "$CONF_M"
+is "$RC" 0 "mirror account: first pass exits 0"
+
+# ---- 4: two messages expunged on the server
+eu1=$(first_uid INBOX ALL)
+eu2=$(first_uid Archive ALL)
+dc_expunge INBOX "$eu1" && dc_expunge Archive "$eu2" || die "doveadm expunge"
+mf_imapdump "$TEST_DIR/dump4" >/dev/null || die "server dumped"
+
+sync_pass pass4 "$CONF"
+is "$RC" 0 "expunge = keep: pass after the expunge exits 0"
+read -r c b s <<<"$FETCHED"
+is "$c" 0 "expunge = keep: that pass fetched no body"
+"$MF" -c "$CONF" ls INBOX --json >ls4.json 2>ls4.err || diag_file ls4.err
+is "$(json "[bool(r.get('deleted_at')) and r['deleted_at'] not in (0, '0') for r in j if r['uid'] == $eu1]" ls4.json)" \
+	"[true]" "expunge = keep: INBOX UID $eu1 is still listed, with a non-zero deleted_at"
+is "$(find "$MF_STORE/keep/mail/INBOX" -type f -name "*,U=$eu1:2,*T*" | wc -l)" 1 \
+	"expunge = keep: its file is still there, with the T flag in its name"
+ok "expunge = keep: show still gives its original bytes" \
+	cmp <("$MF" -c "$CONF" show INBOX "$eu1") "$TEST_DIR/dump3/INBOX/$eu1"
+is "$(folders_sum "$CONF" deleted)" 2 "expunge = keep: folders --json counts 2 deleted"
+is "$(folders_sum "$CONF" last_vanished)" 2 "expunge = keep: folders --json last_vanished adds up to 2"
+run cmp4 mf_compare "$CONF" keep "$TEST_DIR/dump4" none
+[ "$(kv cmp4.out problems)" = 0 ] || diag_file cmp4.err 30
+is "$(kv cmp4.out messages_missing)/$(kv cmp4.out messages_extra)/$(kv cmp4.out deleted)" 0/0/2 \
+	"expunge = keep: live messages equal the server's, 2 kept as deleted"
+run verify4 "$MF" -c "$CONF" verify
+is "$RC" 0 "expunge = keep: mailferry verify exits 0" || diag_file verify4.err
+
+sync_pass mirror2 "$CONF_M"
+is "$RC" 0 "expunge = mirror: pass after the expunge exits 0"
+"$MF" -c "$CONF_M" ls INBOX --json >lsm.json 2>lsm.err || diag_file lsm.err
+is "$(json "[r['uid'] for r in j if r['uid'] == $eu1]" lsm.json)" "[]" \
+	"expunge = mirror: INBOX UID $eu1 is gone from ls"
+is "$(find "$MF_STORE/mirror/mail" -type f -name "*,U=$eu1:2,*" -path '*/INBOX/*' | wc -l)/$(find "$MF_STORE/mirror/mail" -type f -name "*,U=$eu2:2,*" -path '*/Archive/*' | wc -l)" \
+	0/0 "expunge = mirror: both files are removed"
+run cmpm mf_compare "$CONF_M" mirror "$TEST_DIR/dump4" 30
+[ "$(kv cmpm.out problems)" = 0 ] || diag_file cmpm.err 30
+is "$(kv cmpm.out messages_missing)/$(kv cmpm.out messages_extra)/$(kv cmpm.out deleted)/$(kv cmpm.out bodies_diff)" \
+	0/0/0/0 "expunge = mirror: the mirror equals the server"
+run verifym "$MF" -c "$CONF_M" verify
+is "$RC" 0 "expunge = mirror: mailferry verify exits 0" || diag_file verifym.err
+
+done_testing
