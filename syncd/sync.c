@@ -17,6 +17,7 @@
  */
 #include "sync.h"
 #include "plan.h"
+#include "pipe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -106,81 +107,39 @@ static int scan_remote(struct imap *imap, const struct imap_selected *sel, struc
 
 /* ---- bodies ---- */
 
-struct body_sink_ctx {
-	struct store_batch *b;
-	struct store_writer *w;
-	struct err *e;
-	struct sync_stats *stats;
-	size_t ended;
-};
-
-static int sink_begin(void *ctx)
-{
-	struct body_sink_ctx *c = ctx;
-
-	return store_msg_begin(c->b, &c->w, c->e);
-}
-
-static int sink_data(void *ctx, const char *p, size_t n)
-{
-	struct body_sink_ctx *c = ctx;
-
-	return store_msg_write(c->w, p, n, c->e);
-}
-
-static int sink_end(void *ctx, const struct imap_msginfo *m)
-{
-	struct body_sink_ctx *c = ctx;
-	struct store_meta meta = {
-		.uid = m->uid, .flags = m->flags, .internaldate = m->internaldate,
-		.modseq = m->modseq, .size = m->size,
-	};
-
-	if (store_msg_finish(&c->w, &meta, c->e) < 0)
-		return -1;
-	c->ended++;
-	c->stats->fetched++;
-	c->stats->fetched_bytes += m->size;
-	return 0;
-}
-
-static void sink_abort(void *ctx)
-{
-	struct body_sink_ctx *c = ctx;
-
-	store_msg_abort(&c->w);
-}
-
-static const struct imap_body_sink body_sink = {
-	.begin = sink_begin, .data = sink_data, .end = sink_end, .abort = sink_abort,
-};
-
-/* Downloads one planned batch and makes what arrived durable. */
+/* Downloads one planned batch through the writer pipe and makes what arrived
+ * durable.  A writer (disk) error wins over the network error it caused. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
 		       const struct plan_batch *pb, struct sync_stats *s, struct err *e)
 {
-	struct body_sink_ctx c = { .e = e, .stats = s };
-	struct err ce;
+	struct store_batch *b;
+	struct pipe *p;
+	struct err we, ce;
+	size_t ended = 0;
 	int rc;
 
-	if (store_batch_begin(a->st, f, &c.b, e) < 0)
+	if (store_batch_begin(a->st, f, &b, e) < 0)
 		return -1;
+	if (pipe_start(b, &s->fetched, &s->fetched_bytes, &p, e) < 0) {
+		store_batch_abort(&b);
+		return -1;
+	}
 	err_clear(e);
-	rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &body_sink, &c, e);
-	store_msg_abort(&c.w);
-	if (rc < 0 && e->kind == ERR_LOCAL) {
-		store_batch_abort(&c.b);
+	rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, p, e);
+	if (pipe_finish(&p, &ended, &we) < 0) {
+		*e = we;
+		store_batch_abort(&b);
 		return -1;
 	}
 	/* Keep whatever was received completely, even when the line broke. */
-	if (store_batch_commit(&c.b, rc < 0 ? &ce : e) < 0) {
+	if (store_batch_commit(&b, rc < 0 ? &ce : e) < 0) {
 		if (rc < 0)
 			*e = ce;
 		return -1;
 	}
-	if (rc == 0 && c.ended < pb->count)
+	if (rc == 0 && ended < pb->count)
 		log_info("%s: server returned %zu of %zu messages asked for (expunged meanwhile?)",
-			 a->label, c.ended, pb->count);
+			 a->label, ended, pb->count);
 	return rc;
 }
 

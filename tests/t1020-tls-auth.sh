@@ -70,8 +70,13 @@ refused "$RC" "STARTTLS with an untrusted CA: refused"
 is "$LOGINS/$ANYAUTH" 0/0 "STARTTLS with an untrusted CA: no login attempt (no plaintext fallback)"
 
 # ---- host name checks
-attempt byname imap_host=localhost
-is "$RC" 0 "imap_host = localhost: the DNS name in the certificate matches" || diag_file byname.err
+# needs "localhost" to resolve to 127.0.0.1 (/etc/hosts; a bare debootstrap root has none)
+if getent ahostsv4 localhost 2>/dev/null | grep -q '^127\.'; then
+	attempt byname imap_host=localhost
+	is "$RC" 0 "imap_host = localhost: the DNS name in the certificate matches" || diag_file byname.err
+else
+	skip "imap_host = localhost" "localhost does not resolve to 127.0.0.1 here"
+fi
 
 DC_SERVE_CERT=$DC_WRONG_CERT DC_SERVE_KEY=$DC_WRONG_KEY
 dc_restart || die "Dovecot restarts with a certificate for mail.example.invalid"
