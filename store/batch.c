@@ -173,7 +173,7 @@ static void bnew_add(struct store_batch *b, struct store_writer *w, const struct
 	n->m.message_id = h[HDR_MESSAGE_ID];
 	n->m.from = h[HDR_FROM];
 	n->m.subject = h[HDR_SUBJECT];
-	n->m.date = h[HDR_DATE];
+	free(h[HDR_DATE]);	/* not kept: see index.c */
 }
 
 int store_msg_finish(struct store_writer **wp, const struct store_meta *meta, struct err *e)

@@ -475,7 +475,7 @@ static int adopt_file(struct rctx *c, struct rfile *r, struct err *e)
 	m.message_id = h[HDR_MESSAGE_ID];
 	m.from = h[HDR_FROM];
 	m.subject = h[HDR_SUBJECT];
-	m.date = h[HDR_DATE];
+	free(h[HDR_DATE]);
 	if (r->in_new) {
 		flags_to_maildir(m.flags, false, letters);
 		mdir_filename(name, r->name, r->n.unique_len, m.uid, letters);

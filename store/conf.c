@@ -99,6 +99,7 @@ static const struct conf_key account_keys[] = {
 	{ "folders",            CT_LIST, A(folders),            "*",        0, 0,       NULL, NULL, K_NONEMPTY },
 	{ "expunge",            CT_ENUM, A(expunge),            "keep",     0, 0,       expunge_enums, NULL, 0 },
 	{ "compress",           CT_ENUM, A(compress),           "gzip",     0, 0,       compress_enums, NULL, 0 },
+	{ "compress_level",     CT_INT,  A(compress_level),     "6",        1, 9,       NULL, NULL, 0 },
 	{ "idle",               CT_LIST, A(idle),               "INBOX",    0, 0,       NULL, NULL, 0 },
 	{ "poll_interval",      CT_INT,  A(poll_interval),      "300",      10, 604800, NULL, NULL, 0 },
 	{ "timeout",            CT_INT,  A(timeout),            "60",       5, 3600,    NULL, NULL, 0 },

@@ -14,7 +14,11 @@
  *     deleted_at     INTEGER         epoch seconds it vanished from the server, 0 = present
  *
  *   messages    one row per message file in mail/<path>/cur/
- *     folder_id, uid  PRIMARY KEY
+ *     id             INTEGER PRIMARY KEY = folder_id << 32 | uid: the rowid itself,
+ *                    so a message is one B-tree lookup and a folder one range,
+ *                    with no second index (MSG_KEY, MSG_RANGE below)
+ *     folder_id, uid  virtual columns derived from id (for reading; a WHERE
+ *                    on them scans: use MSG_KEY / MSG_RANGE)
  *     modseq         INTEGER         0 = unknown
  *     flags          TEXT            canonical IMAP flags (flags_canon)
  *     internaldate   INTEGER         epoch seconds (also the file's mtime)
@@ -22,7 +26,9 @@
  *     disk_size      INTEGER         bytes of the file (for status; not checked)
  *     hash           BLOB            SHA-256 of the original bytes (32 bytes)
  *     filename       TEXT            name in cur/: <unique>,U=<uid>:2,<letters>
- *     message_id, from_, subject, date_hdr   TEXT or NULL: raw header values
+ *     message_id, from_, subject   TEXT or NULL: raw header values (Date is not
+ *                    kept: INTERNALDATE serves listing and re-matching, and the
+ *                    index stays small: BENCHMARKS.md, store size)
  *     deleted_at     INTEGER         epoch seconds it vanished from the server
  *                                    (expunge = keep), 0 = present
  *
@@ -70,8 +76,9 @@ static const char *const migrations[] = {
 	"  last_sync INTEGER NOT NULL DEFAULT 0,"
 	"  deleted_at INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE messages ("
-	"  folder_id INTEGER NOT NULL REFERENCES folders(id),"
-	"  uid INTEGER NOT NULL,"
+	"  id INTEGER PRIMARY KEY,"
+	"  folder_id INTEGER GENERATED ALWAYS AS (id >> 32) VIRTUAL,"
+	"  uid INTEGER GENERATED ALWAYS AS (id & 4294967295) VIRTUAL,"
 	"  modseq INTEGER NOT NULL DEFAULT 0,"
 	"  flags TEXT NOT NULL DEFAULT '',"
 	"  internaldate INTEGER NOT NULL DEFAULT 0,"
@@ -79,9 +86,8 @@ static const char *const migrations[] = {
 	"  disk_size INTEGER NOT NULL DEFAULT 0,"
 	"  hash BLOB NOT NULL,"
 	"  filename TEXT NOT NULL,"
-	"  message_id TEXT, from_ TEXT, subject TEXT, date_hdr TEXT,"
-	"  deleted_at INTEGER NOT NULL DEFAULT 0,"
-	"  PRIMARY KEY (folder_id, uid));"
+	"  message_id TEXT, from_ TEXT, subject TEXT,"
+	"  deleted_at INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE synclog ("
 	"  id INTEGER PRIMARY KEY,"
 	"  folder_id INTEGER NOT NULL,"
@@ -97,8 +103,13 @@ _Static_assert(NMIGRATIONS == IDX_SCHEMA_VERSION, "one migration per schema vers
 #define FOLDER_COLS "id, imap_name, display, path, delim, uidvalidity, uidnext, " \
 		    "highestmodseq, last_sync, deleted_at"
 #define MSG_COLS "folder_id, uid, modseq, flags, internaldate, size, hash, filename, " \
-		 "message_id, from_, subject, date_hdr, deleted_at"
+		 "message_id, from_, subject, deleted_at"
+/* ?1 = folder id, ?2 = UID */
+#define MSG_KEY "id = ((?1 << 32) | ?2)"
+#define MSG_RANGE "id BETWEEN (?1 << 32) AND ((?1 << 32) | 4294967295)"
 #define BRIEF_COLS "uid, modseq, flags, filename, deleted_at"
+#define ORCPT_COLS "queue_id, rcpt, pos, state, attempts, next_attempt, last_attempt, code, " \
+		   "reply, queued_at"
 
 enum stmt_id {
 	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_FULL, S_SYNC_NORMAL,
@@ -132,21 +143,20 @@ static const char *const stmt_sql[S_NSTMT] = {
 	[S_F_DELETED] = "UPDATE folders SET deleted_at = ?2 WHERE id = ?1",
 	[S_F_STATE] = "UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4, "
 		      "last_sync = CASE WHEN ?5 < 0 THEN last_sync ELSE ?5 END WHERE id = ?1",
-	[S_M_GET] = "SELECT " MSG_COLS " FROM messages WHERE folder_id = ?1 AND uid = ?2",
-	[S_M_BRIEF] = "SELECT " BRIEF_COLS " FROM messages WHERE folder_id = ?1 AND uid = ?2",
-	[S_M_BRIEF_LIST] = "SELECT " BRIEF_COLS " FROM messages WHERE folder_id = ?1 "
-			   "ORDER BY uid",
-	[S_M_PUT] = "INSERT INTO messages (folder_id, uid, modseq, flags, internaldate, size, "
-		    "disk_size, hash, filename, message_id, from_, subject, date_hdr, deleted_at) "
-		    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
-		    "ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = ?3, flags = ?4, "
+	[S_M_GET] = "SELECT " MSG_COLS " FROM messages WHERE " MSG_KEY,
+	[S_M_BRIEF] = "SELECT " BRIEF_COLS " FROM messages WHERE " MSG_KEY,
+	[S_M_BRIEF_LIST] = "SELECT " BRIEF_COLS " FROM messages WHERE " MSG_RANGE " ORDER BY id",
+	[S_M_PUT] = "INSERT INTO messages (id, modseq, flags, internaldate, size, "
+		    "disk_size, hash, filename, message_id, from_, subject, deleted_at) "
+		    "VALUES ((?1 << 32) | ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+		    "ON CONFLICT (id) DO UPDATE SET modseq = ?3, flags = ?4, "
 		    "internaldate = ?5, size = ?6, disk_size = ?7, hash = ?8, filename = ?9, "
-		    "message_id = ?10, from_ = ?11, subject = ?12, date_hdr = ?13, "
-		    "deleted_at = ?14",
+		    "message_id = ?10, from_ = ?11, subject = ?12, "
+		    "deleted_at = ?13",
 	[S_M_UPDATE] = "UPDATE messages SET modseq = ?3, flags = ?4, filename = ?5, "
-		       "deleted_at = ?6 WHERE folder_id = ?1 AND uid = ?2",
-	[S_M_DELETE] = "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2",
-	[S_M_FOREACH] = "SELECT " MSG_COLS " FROM messages WHERE folder_id = ?1 ORDER BY uid",
+		       "deleted_at = ?6 WHERE " MSG_KEY,
+	[S_M_DELETE] = "DELETE FROM messages WHERE " MSG_KEY,
+	[S_M_FOREACH] = "SELECT " MSG_COLS " FROM messages WHERE " MSG_RANGE " ORDER BY id",
 	[S_L_INSERT] = "INSERT INTO synclog (folder_id, started, finished, ms, fetched, "
 		       "fetched_bytes, flags_changed, vanished, error) "
 		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -581,8 +591,7 @@ static void msg_row(sqlite3_stmt *s, struct store_msg *m)
 	m->message_id = col_str(s, 8);
 	m->from = col_str(s, 9);
 	m->subject = col_str(s, 10);
-	m->date = col_str(s, 11);
-	m->deleted_at = col_i64(s, 12);
+	m->deleted_at = col_i64(s, 11);
 	if (!m->flags)
 		m->flags = xstrdup("");
 	if (!m->filename)
@@ -659,8 +668,7 @@ int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, str
 	bind_str(s, 10, m->message_id);
 	bind_str(s, 11, m->from);
 	bind_str(s, 12, m->subject);
-	bind_str(s, 13, m->date);
-	sqlite3_bind_int64(s, 14, m->deleted_at);
+	sqlite3_bind_int64(s, 13, m->deleted_at);
 	return run(x, s, "storing a message", e);
 }
 

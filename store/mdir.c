@@ -93,11 +93,12 @@ void mdir_unique(char *out)
 {
 	static unsigned long counter;
 	unsigned long q = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(out, MDIR_UNIQUE_MAX, "%lld.M%ldP%ldQ%lu.%s", (long long)ts.tv_sec,
-		 ts.tv_nsec / 1000, (long)getpid(), q, mdir_hostname());
+	/* mbsync's short form <sec>.<pid>_<counter>.<host>: unique within a host
+	 * (the counter is per process, the pid per second), and O_EXCL in tmp/
+	 * catches the impossible rest.  Short names keep cur/ and the index small. */
+	snprintf(out, MDIR_UNIQUE_MAX, "%lld.%ld_%lu.%s", (long long)time(NULL), (long)getpid(), q,
+		 mdir_hostname());
 }
 
 void mdir_filename(char *out, const char *unique, size_t unique_len, uint32_t uid,

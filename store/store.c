@@ -337,7 +337,6 @@ void store_msg_clear(struct store_msg *m)
 	free(m->message_id);
 	free(m->from);
 	free(m->subject);
-	free(m->date);
 	memset(m, 0, sizeof *m);
 }
 

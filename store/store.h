@@ -100,7 +100,7 @@ struct store_msg {
 	int64_t size;		/* RFC822.SIZE as the server said = bytes stored before compression */
 	unsigned char hash[32];	/* SHA-256 of the original bytes */
 	char *filename;		/* name inside <folder>/cur/ */
-	char *message_id, *from, *subject, *date;	/* selected headers, may be NULL */
+	char *message_id, *from, *subject;	/* selected headers, may be NULL */
 	int64_t deleted_at;	/* 0 = present on server */
 };
 void store_msg_clear(struct store_msg *m);

@@ -29,7 +29,7 @@ struct account_pass {
 static int pass_connect(const struct conf *c, struct account_pass *p, struct err *e)
 {
 	const struct conf_account *a = p->a;
-	struct store_opts so = { .compress = a->compress };
+	struct store_opts so = { .compress = a->compress, .gzip_level = a->compress_level };
 	char *pw = NULL;
 	int rc;
 

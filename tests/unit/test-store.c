@@ -424,8 +424,7 @@ static void check_written(struct store *st, const struct store_folder *f, enum c
 			char *subj = xasprintf("message %u\tfolded", w->uid);
 			char *mid = xasprintf("<%u.%u@test>", w->uid, w->uid);
 			ok(m.message_id && !strcmp(m.message_id, mid) && m.subject && !strcmp(m.subject, subj) &&
-			   m.from && !strcmp(m.from, "Tester <t@example.org>") && m.date &&
-			   !strcmp(m.date, "Mon, 1 Jan 2024 00:00:00 +0000"),
+			   m.from && !strcmp(m.from, "Tester <t@example.org>"),
 			   "%s: UID %u: headers sniffed (%s)", how, w->uid, m.subject ? m.subject : "-");
 			free(subj);
 			free(mid);
