@@ -1,10 +1,15 @@
 /*
- * pipe.c -- the reader/writer queue of pipe.h.
+ * pipe.c -- the reader/writer queues of pipe.h.
  *
- * Items are BEGIN, DATA (a copy of one chunk), END (the message's metadata) and
- * ABORT, consumed in order by one writer thread.  A writer error is sticky: the
- * producer's next call returns -1 with it (the fetch is then aborted and the
- * connection dropped by imap.c), and the writer discards everything after it.
+ * Each lane is a queue with its own writer thread and its own store batch.
+ * A message goes whole to one lane (the one with the fewest bytes waiting,
+ * chosen at BEGIN), as items BEGIN, DATA (a copy of one chunk), END (the
+ * metadata) or ABORT, consumed in order.  With two lanes, two messages are
+ * compressed and written at once, while the reader keeps the socket busy.
+ *
+ * A writer error is sticky for the whole pipe: the producer's next call returns
+ * -1 (the fetch is then aborted and the connection dropped by imap.c), every
+ * lane discards what follows, and pipe_finish reports the first error.
  */
 #include "pipe.h"
 
@@ -22,20 +27,28 @@ struct item {
 	char data[];			/* IT_DATA */
 };
 
-struct pipe {
+struct lane {
+	struct pipe *p;
 	pthread_t tid;
-	pthread_mutex_t mu;
+	bool started;
 	pthread_cond_t can_put, can_take;
 	struct item *head, *tail;
-	size_t queued;			/* bytes of DATA in the queue */
-	bool failed;			/* writer error: e holds it */
-	struct err e;
+	size_t queued;			/* bytes of DATA waiting */
 
 	/* writer-only state */
 	struct store_batch *b;
 	struct store_writer *w;
-	int64_t *fetched, *bytes;
+	int64_t fetched, bytes;
 	size_t ended;
+};
+
+struct pipe {
+	pthread_mutex_t mu;		/* guards every lane's queue and the error */
+	bool failed;
+	struct err e;
+	struct lane lane[PIPE_LANES];
+	size_t nlanes;
+	struct lane *cur;		/* lane of the message being produced */
 };
 
 static void item_free(struct item *it)
@@ -45,88 +58,83 @@ static void item_free(struct item *it)
 	free(it);
 }
 
-static int put(struct pipe *p, struct item *it, struct err *e)
+static int put(struct lane *l, struct item *it)
 {
+	struct pipe *p = l->p;
 	int rc = 0;
 
 	pthread_mutex_lock(&p->mu);
-	while (!p->failed && it->kind == IT_DATA && p->queued && p->queued + it->len > PIPE_CAP)
-		pthread_cond_wait(&p->can_put, &p->mu);
+	while (!p->failed && it->kind == IT_DATA && l->queued &&
+	       l->queued + it->len > PIPE_CAP / p->nlanes)
+		pthread_cond_wait(&l->can_put, &p->mu);
 	if (p->failed && it->kind != IT_STOP) {
-		if (e)
-			*e = p->e;
 		rc = -1;
 		item_free(it);
 	} else {
 		it->next = NULL;
-		if (p->tail)
-			p->tail->next = it;
+		if (l->tail)
+			l->tail->next = it;
 		else
-			p->head = it;
-		p->tail = it;
+			l->head = it;
+		l->tail = it;
 		if (it->kind == IT_DATA)
-			p->queued += it->len;
-		pthread_cond_signal(&p->can_take);
+			l->queued += it->len;
+		pthread_cond_signal(&l->can_take);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return rc;
 }
 
-static struct item *take(struct pipe *p)
+static struct item *take(struct lane *l, bool *failed_r)
 {
+	struct pipe *p = l->p;
 	struct item *it;
 
 	pthread_mutex_lock(&p->mu);
-	while (!p->head)
-		pthread_cond_wait(&p->can_take, &p->mu);
-	it = p->head;
-	p->head = it->next;
-	if (!p->head)
-		p->tail = NULL;
+	while (!l->head)
+		pthread_cond_wait(&l->can_take, &p->mu);
+	it = l->head;
+	l->head = it->next;
+	if (!l->head)
+		l->tail = NULL;
 	if (it->kind == IT_DATA) {
-		p->queued -= it->len;
-		pthread_cond_signal(&p->can_put);
+		l->queued -= it->len;
+		pthread_cond_signal(&l->can_put);
 	}
+	*failed_r = p->failed;
 	pthread_mutex_unlock(&p->mu);
 	return it;
 }
 
-static void writer_fail(struct pipe *p, const struct err *e)
+static void pipe_fail(struct pipe *p, const struct err *e)
 {
 	pthread_mutex_lock(&p->mu);
 	if (!p->failed) {
 		p->failed = true;
 		p->e = *e;
 	}
-	pthread_cond_broadcast(&p->can_put);
+	for (size_t i = 0; i < p->nlanes; i++)
+		pthread_cond_broadcast(&p->lane[i].can_put);
 	pthread_mutex_unlock(&p->mu);
 }
 
-static bool writer_failed(struct pipe *p)
-{
-	pthread_mutex_lock(&p->mu);
-	bool f = p->failed;
-	pthread_mutex_unlock(&p->mu);
-	return f;
-}
-
-/* Applies one item to the store; returns -1 with e on failure. */
-static int writer_apply(struct pipe *p, struct item *it, struct err *e)
+/* Applies one item to the lane's batch; returns -1 with e on failure. */
+static int writer_apply(struct lane *l, struct item *it, struct err *e)
 {
 	switch (it->kind) {
 	case IT_BEGIN:
-		return store_msg_begin(p->b, &p->w, e);
+		return store_msg_begin(l->b, &l->w, e);
 	case IT_DATA:
-		return store_msg_write(p->w, it->data, it->len, e);
+		return store_msg_write(l->w, it->data, it->len, e);
 	case IT_END:
-		if (store_msg_finish(&p->w, &it->meta, e) < 0)
+		if (store_msg_finish(&l->w, &it->meta, e) < 0)
 			return -1;
-		p->ended++;
-		(*p->fetched)++;
-		*p->bytes += it->meta.size;
+		l->ended++;
+		l->fetched++;
+		l->bytes += it->meta.size;
 		return 0;
 	case IT_ABORT:
-		store_msg_abort(&p->w);
+		store_msg_abort(&l->w);
 		return 0;
 	case IT_STOP:
 		break;
@@ -136,39 +144,46 @@ static int writer_apply(struct pipe *p, struct item *it, struct err *e)
 
 static void *writer_main(void *arg)
 {
-	struct pipe *p = arg;
+	struct lane *l = arg;
 	struct err e;
+	bool failed;
 
 	for (;;) {
-		struct item *it = take(p);
+		struct item *it = take(l, &failed);
 		enum item_kind kind = it->kind;
 
-		if (!writer_failed(p) && writer_apply(p, it, &e) < 0) {
-			store_msg_abort(&p->w);
-			writer_fail(p, &e);
+		if (!failed && writer_apply(l, it, &e) < 0) {
+			store_msg_abort(&l->w);
+			pipe_fail(l->p, &e);
 		}
 		item_free(it);
 		if (kind == IT_STOP)
 			break;
 	}
-	store_msg_abort(&p->w);	/* a message begun but never ended */
+	store_msg_abort(&l->w);	/* a message begun but never ended */
 	return NULL;
 }
 
-int pipe_start(struct store_batch *b, int64_t *fetched, int64_t *bytes, struct pipe **p_r,
-	       struct err *e)
+static void lanes_stop(struct pipe *p);
+
+int pipe_start(struct store_batch *const *b, size_t nb, struct pipe **p_r, struct err *e)
 {
 	struct pipe *p = xcalloc(1, sizeof *p);
 
-	p->b = b;
-	p->fetched = fetched;
-	p->bytes = bytes;
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->can_put, NULL);
-	pthread_cond_init(&p->can_take, NULL);
-	if (pthread_create(&p->tid, NULL, writer_main, p) != 0) {
-		free(p);
-		return err_set(e, ERR_LOCAL, "cannot start the writer thread");
+	p->nlanes = nb < PIPE_LANES ? nb : PIPE_LANES;
+	for (size_t i = 0; i < p->nlanes; i++) {
+		struct lane *l = &p->lane[i];
+
+		l->p = p;
+		l->b = b[i];
+		pthread_cond_init(&l->can_put, NULL);
+		pthread_cond_init(&l->can_take, NULL);
+		if (pthread_create(&l->tid, NULL, writer_main, l) != 0) {
+			lanes_stop(p);
+			return err_set(e, ERR_LOCAL, "cannot start a writer thread");
+		}
+		l->started = true;
 	}
 	*p_r = p;
 	return 0;
@@ -184,11 +199,26 @@ static struct item *item_new(enum item_kind kind, size_t len)
 	return it;
 }
 
+/* The lane with the fewest bytes waiting takes the next message. */
+static struct lane *pick_lane(struct pipe *p)
+{
+	struct lane *best = &p->lane[0];
+
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 1; i < p->nlanes; i++)
+		if (p->lane[i].queued < best->queued)
+			best = &p->lane[i];
+	pthread_mutex_unlock(&p->mu);
+	return best;
+}
+
 /* A producer call fails only after a writer error; pipe_finish reports it. */
 static int sink_begin(void *ctx)
 {
 	struct pipe *p = ctx;
-	return put(p, item_new(IT_BEGIN, 0), NULL);
+
+	p->cur = pick_lane(p);
+	return put(p->cur, item_new(IT_BEGIN, 0));
 }
 
 static int sink_data(void *ctx, const char *d, size_t n)
@@ -197,7 +227,7 @@ static int sink_data(void *ctx, const char *d, size_t n)
 	struct item *it = item_new(IT_DATA, n);
 
 	memcpy(it->data, d, n);
-	return put(p, it, NULL);
+	return put(p->cur, it);
 }
 
 static int sink_end(void *ctx, const struct imap_msginfo *m)
@@ -209,38 +239,62 @@ static int sink_end(void *ctx, const struct imap_msginfo *m)
 		.uid = m->uid, .flags = xstrdup(m->flags ? m->flags : ""),
 		.internaldate = m->internaldate, .modseq = m->modseq, .size = m->size,
 	};
-	return put(p, it, NULL);
+	return put(p->cur, it);
 }
 
 static void sink_abort(void *ctx)
 {
 	struct pipe *p = ctx;
-	put(p, item_new(IT_ABORT, 0), NULL);
+
+	if (p->cur)
+		put(p->cur, item_new(IT_ABORT, 0));
 }
 
 const struct imap_body_sink pipe_sink = {
 	.begin = sink_begin, .data = sink_data, .end = sink_end, .abort = sink_abort,
 };
 
-int pipe_finish(struct pipe **pp, size_t *ended, struct err *e)
+static void lanes_stop(struct pipe *p)
+{
+	for (size_t i = 0; i < p->nlanes; i++) {
+		struct lane *l = &p->lane[i];
+
+		if (l->started) {
+			put(l, item_new(IT_STOP, 0));
+			pthread_join(l->tid, NULL);
+		}
+		pthread_cond_destroy(&l->can_put);
+		pthread_cond_destroy(&l->can_take);
+	}
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+int pipe_finish(struct pipe **pp, struct pipe_result *r, struct err *e)
 {
 	struct pipe *p = *pp;
 	int rc = 0;
 
+	memset(r, 0, sizeof *r);
 	if (!p)
 		return 0;
 	*pp = NULL;
-	put(p, item_new(IT_STOP, 0), NULL);
-	pthread_join(p->tid, NULL);
+	for (size_t i = 0; i < p->nlanes; i++) {
+		struct lane *l = &p->lane[i];
+
+		if (l->started) {
+			put(l, item_new(IT_STOP, 0));
+			pthread_join(l->tid, NULL);
+			l->started = false;
+		}
+		r->ended += l->ended;
+		r->fetched += l->fetched;
+		r->bytes += l->bytes;
+	}
 	if (p->failed) {
 		*e = p->e;
 		rc = -1;
 	}
-	if (ended)
-		*ended = p->ended;
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->can_put);
-	pthread_cond_destroy(&p->can_take);
-	free(p);
+	lanes_stop(p);
 	return rc;
 }

@@ -2,14 +2,16 @@
  * pipe.h -- a bounded queue between the IMAP reader and the store writer.
  *
  * Why: on a first sync the connection delivers bytes faster than one thread can
- * gzip, hash and write them into files.  With the pipe, the network thread only
- * copies each chunk into the queue and goes back to the socket, while a writer
- * thread feeds the store (store_msg_begin / write / finish) of one batch.  The
- * queue holds at most PIPE_CAP bytes, so memory stays bounded whatever the
- * message sizes; the producer waits when it is full.
+ * gzip, hash and write them into files (gzip level 6 and file creation are
+ * most of mailferryd's CPU: BENCHMARKS.md).  With the pipe, the network thread
+ * only copies each chunk into a queue and goes back to the socket, while
+ * PIPE_LANES writer threads each feed their own store batch
+ * (store_msg_begin / write / finish).  The queues hold at most PIPE_CAP bytes,
+ * so memory stays bounded whatever the message sizes; the producer waits when
+ * they are full.
  *
  * Threads: the producer functions are called by the thread that runs
- * imap_fetch_bodies; the store batch is touched only by the writer thread
+ * imap_fetch_bodies; each store batch is touched only by its writer thread
  * between pipe_start and pipe_finish, and only by the caller outside them.
  */
 #ifndef MF_PIPE_H
@@ -18,18 +20,23 @@
 #include "../store/store.h"
 #include "imap.h"
 
-#define PIPE_CAP (2u * 1024 * 1024)
+#define PIPE_CAP (2u * 1024 * 1024)	/* bytes waiting, all lanes together */
+#define PIPE_LANES 2			/* writer threads, each with its own batch */
 
 struct pipe;
 
-/* Starts the writer thread for batch b.  Counters are added to *fetched and *bytes. */
-int pipe_start(struct store_batch *b, int64_t *fetched, int64_t *bytes, struct pipe **p_r,
-	       struct err *e);
+struct pipe_result {
+	size_t ended;		/* messages finished into the batches */
+	int64_t fetched, bytes;
+};
+
+/* Starts one writer thread per batch (at most PIPE_LANES); the batches must be
+ * of the same folder and stay untouched by the caller until pipe_finish. */
+int pipe_start(struct store_batch *const *b, size_t nb, struct pipe **p_r, struct err *e);
 /* Producer side: the imap_body_sink callbacks (ctx = the pipe). */
 extern const struct imap_body_sink pipe_sink;
-/* Waits until the writer has handled everything queued, stops it and frees the
- * pipe.  Returns 0, or -1 with the writer's first error in e.  *ended gets the
- * number of messages finished into the batch. */
-int pipe_finish(struct pipe **p, size_t *ended, struct err *e);
+/* Waits until the writers have handled everything queued, stops them and frees
+ * the pipe.  Returns 0, or -1 with the first writer error in e. */
+int pipe_finish(struct pipe **p, struct pipe_result *r, struct err *e);
 
 #endif

@@ -108,39 +108,48 @@ static int scan_remote(struct imap *imap, const struct imap_selected *sel, struc
 /* ---- bodies ---- */
 
 /* Downloads one planned batch through the writer pipe and makes what arrived
- * durable.  A writer (disk) error wins over the network error it caused. */
+ * durable (one store batch per writer lane, committed in turn).  A writer
+ * (disk) error wins over the network error it caused. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
 		       const struct plan_batch *pb, struct sync_stats *s, struct err *e)
 {
-	struct store_batch *b;
-	struct pipe *p;
+	struct store_batch *b[PIPE_LANES] = { NULL };
+	size_t nb = pb->count < 2 * PIPE_LANES ? 1 : PIPE_LANES;
+	struct pipe *p = NULL;
+	struct pipe_result pr;
 	struct err we, ce;
-	size_t ended = 0;
-	int rc;
+	int rc = -1;
 
-	if (store_batch_begin(a->st, f, &b, e) < 0)
-		return -1;
-	if (pipe_start(b, &s->fetched, &s->fetched_bytes, &p, e) < 0) {
-		store_batch_abort(&b);
-		return -1;
-	}
+	for (size_t i = 0; i < nb; i++)
+		if (store_batch_begin(a->st, f, &b[i], e) < 0)
+			goto abort;
+	if (pipe_start(b, nb, &p, e) < 0)
+		goto abort;
 	err_clear(e);
 	rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, p, e);
-	if (pipe_finish(&p, &ended, &we) < 0) {
+	if (pipe_finish(&p, &pr, &we) < 0) {
 		*e = we;
-		store_batch_abort(&b);
-		return -1;
+		rc = -1;
+		goto abort;
 	}
+	s->fetched += pr.fetched;
+	s->fetched_bytes += pr.bytes;
 	/* Keep whatever was received completely, even when the line broke. */
-	if (store_batch_commit(&b, rc < 0 ? &ce : e) < 0) {
-		if (rc < 0)
-			*e = ce;
-		return -1;
-	}
-	if (rc == 0 && ended < pb->count)
+	for (size_t i = 0; i < nb; i++)
+		if (store_batch_commit(&b[i], rc < 0 ? &ce : e) < 0) {
+			if (rc < 0)
+				*e = ce;
+			rc = -1;
+			goto abort;
+		}
+	if (rc == 0 && pr.ended < pb->count)
 		log_info("%s: server returned %zu of %zu messages asked for (expunged meanwhile?)",
-			 a->label, ended, pb->count);
+			 a->label, pr.ended, pb->count);
 	return rc;
+abort:
+	for (size_t i = 0; i < nb; i++)
+		store_batch_abort(&b[i]);
+	return -1;
 }
 
 static int apply_changes(const struct sync_folder_args *a, const struct store_folder *f,
