@@ -72,7 +72,7 @@ unit: $(UNIT_BIN)
 DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libgnutls28-dev \
             nettle-dev libinih-dev libinotifytools0-dev libsasl2-modules dovecot-imapd \
             dovecot-core python3 python3-aiosmtpd openssl sqlite3 ca-certificates \
-            procps time perl util-linux
+            procps time perl util-linux isync offlineimap3
 # npm only when no npm is on PATH (a machine may carry its own Node.js)
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
