@@ -50,6 +50,7 @@ enum conf_type {
 	CT_INT,		/* decimal, within [min, max] */
 	CT_ENUM,	/* one of enums[] */
 	CT_LIST,	/* whitespace-separated words, NULL-terminated char ** */
+	CT_DURATION,	/* int seconds: a number with an optional s, m, h or d, within [min, max] */
 };
 
 enum { K_REQUIRED = 1, K_NONEMPTY = 2, K_NEEDS_SMTP = 4 };
@@ -110,6 +111,7 @@ static const struct conf_key account_keys[] = {
 	{ "smtp_password_file", CT_PATH, A(smtp_password_file), NULL,       0, 0,       NULL, NULL, K_NEEDS_SMTP },
 	{ "smtp_pass_cmd",      CT_STR,  A(smtp_pass_cmd),      NULL,       0, 0,       NULL, NULL, K_NEEDS_SMTP },
 	{ "sent_folder",        CT_STR,  A(sent_folder),        NULL,       0, 0,       NULL, NULL, K_NEEDS_SMTP },
+	{ "outbox_max_age",     CT_DURATION, A(outbox_max_age), "5d",       60, 31536000, NULL, NULL, K_NEEDS_SMTP },
 	{ "from",               CT_STR,  A(from),               NULL,       0, 0,       NULL, check_address, 0 },
 };
 #undef A
@@ -253,6 +255,34 @@ static int conf_set_int(struct conf_parse *p, const struct conf_key *k, int *fie
 	return 0;
 }
 
+/* "90", "90s", "15m", "12h", "5d" */
+static int conf_set_duration(struct conf_parse *p, const struct conf_key *k, int *field,
+			     const char *value)
+{
+	static const struct { char unit; long mult; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+	};
+	char *end;
+	long v, mult = 1;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (end != value && *end && !end[1])
+		for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+			if (*end == units[i].unit) {
+				mult = units[i].mult;
+				end++;
+			}
+	if (end == value || *end || value[0] < '0' || value[0] > '9')
+		return conf_fail_at(p, p->lineno, "%s: '%s' is not a duration (e.g. 90s, 15m, 12h, 5d)",
+				    k->name, value);
+	if (errno == ERANGE || v > k->max / mult || v * mult < k->min)
+		return conf_fail_at(p, p->lineno, "%s: %s is out of range (%ds-%dd)", k->name, value,
+				    k->min, k->max / 86400);
+	*field = (int)(v * mult);
+	return 0;
+}
+
 static int conf_set_enum(struct conf_parse *p, const struct conf_key *k, int *field, const char *value)
 {
 	const struct conf_enum *en;
@@ -282,6 +312,8 @@ static int conf_set(struct conf_parse *p, const struct conf_key *k, void *base, 
 	switch (k->type) {
 	case CT_INT:
 		return conf_set_int(p, k, field, value);
+	case CT_DURATION:
+		return conf_set_duration(p, k, field, value);
 	case CT_ENUM:
 		return conf_set_enum(p, k, field, value);
 	case CT_LIST:
@@ -634,7 +666,8 @@ static void conf_account_clear(struct conf_account *a)
 
 		if (account_keys[i].type == CT_LIST)
 			list_free(field);
-		else if (account_keys[i].type != CT_INT && account_keys[i].type != CT_ENUM)
+		else if (account_keys[i].type != CT_INT && account_keys[i].type != CT_ENUM &&
+			 account_keys[i].type != CT_DURATION)
 			free(*(char **)field);
 	}
 	free(a->name);
@@ -661,6 +694,39 @@ const struct conf_account *conf_account(const struct conf *c, const char *name)
 		if (!strcmp(c->accounts[i].name, name))
 			return &c->accounts[i];
 	return NULL;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+bool conf_account_equal(const struct conf_account *a, const struct conf_account *b)
+{
+	if (!str_eq(a->name, b->name))
+		return false;
+	for (size_t i = 0; i < NACCOUNT_KEYS; i++) {
+		const void *fa = (const char *)a + account_keys[i].off;
+		const void *fb = (const char *)b + account_keys[i].off;
+
+		if (account_keys[i].type == CT_LIST) {
+			char *const *la = *(char *const *const *)fa, *const *lb = *(char *const *const *)fb;
+			size_t j = 0;
+
+			for (; la && lb && la[j] && lb[j]; j++)
+				if (strcmp(la[j], lb[j]))
+					return false;
+			if ((la && la[j]) || (lb && lb[j]))
+				return false;
+		} else if (account_keys[i].type == CT_INT || account_keys[i].type == CT_ENUM ||
+			   account_keys[i].type == CT_DURATION) {
+			if (*(const int *)fa != *(const int *)fb)
+				return false;
+		} else if (!str_eq(*(char *const *)fa, *(char *const *)fb)) {
+			return false;
+		}
+	}
+	return true;
 }
 
 bool conf_host_is_loopback(const char *host)

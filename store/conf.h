@@ -41,6 +41,7 @@ struct conf_account {
 	char *smtp_password_file;
 	char *smtp_pass_cmd;
 	char *sent_folder;	/* optional */
+	int outbox_max_age;	/* seconds a message may wait in the outbox, default 5 days */
 	char *from;		/* optional address used to pick the account for sendmail */
 };
 
@@ -60,6 +61,10 @@ void conf_free(struct conf **c);
 
 /* Looks an account up by name; NULL when absent. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);
+
+/* Do two loads of an account say the same (every key of the table compared)?
+ * The daemon's SIGHUP reload restarts only the accounts that changed. */
+bool conf_account_equal(const struct conf_account *a, const struct conf_account *b);
 
 /* True when HOST is a loopback address (127.0.0.0/8, ::1) or "localhost". */
 bool conf_host_is_loopback(const char *host);

@@ -36,6 +36,32 @@
  *     id INTEGER PRIMARY KEY, folder_id, started, finished (epoch s), ms,
  *     fetched, fetched_bytes, flags_changed, vanished, error (TEXT, NULL = ok)
  *
+ * Schema version 2 adds (store/outbox.c owns the meaning):
+ *
+ *   outbox      one row per recipient of a queue file (outbox/{new,sent,failed}/<id>)
+ *     queue_id, rcpt  PRIMARY KEY     queue file name, envelope recipient
+ *     pos            INTEGER         order of the recipient in the envelope
+ *     state          INTEGER         0 pending, 1 done (2xx), 2 failed (5xx, expired, dropped)
+ *     attempts       INTEGER         delivery attempts that reached this recipient
+ *     next_attempt   INTEGER         epoch seconds; pending rows are due when <= now
+ *     last_attempt   INTEGER         epoch seconds of the last attempt, 0 = never
+ *     code           INTEGER         last SMTP reply code, 0 = none (network, local)
+ *     reply          TEXT            last reply ("450 4.2.0 busy") or local reason
+ *     queued_at      INTEGER         epoch seconds the message was queued
+ *
+ * Schema version 3 adds to folders (syncd/sync.c and syncd/rematch.c give them
+ * their meaning):
+ *     archive_of     INTEGER         0, or the id of the folder whose messages of an
+ *                                    earlier UIDVALIDITY this (deleted) folder keeps
+ *     guard_at       INTEGER         epoch seconds the mass-deletion guard stopped the
+ *                                    folder's last pass, 0 = not stopped
+ *     guard_remove, guard_total  INTEGER  that pass would have removed guard_remove
+ *                                    of guard_total messages
+ *     allow_mass_delete  INTEGER     epoch seconds the user accepted the next pass's
+ *                                    deletions whatever their number (mailferry sync
+ *                                    --allow-mass-delete), 0 = not; the pass that uses
+ *                                    it clears it
+ *
  * Migrations are an ordered list: entry i takes the schema from version i to
  * i + 1, inside one transaction together with the new user_version.  A newer
  * schema than this program knows is refused (never downgraded).
@@ -96,12 +122,32 @@ static const char *const migrations[] = {
 	"  flags_changed INTEGER NOT NULL DEFAULT 0, vanished INTEGER NOT NULL DEFAULT 0,"
 	"  error TEXT);"
 	"CREATE INDEX synclog_folder ON synclog(folder_id, id);",
+	/* 1 -> 2: per-recipient outbox state (store/outbox.c) */
+	"CREATE TABLE outbox ("
+	"  queue_id TEXT NOT NULL,"
+	"  rcpt TEXT NOT NULL,"
+	"  pos INTEGER NOT NULL DEFAULT 0,"
+	"  state INTEGER NOT NULL DEFAULT 0,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  next_attempt INTEGER NOT NULL DEFAULT 0,"
+	"  last_attempt INTEGER NOT NULL DEFAULT 0,"
+	"  code INTEGER NOT NULL DEFAULT 0,"
+	"  reply TEXT,"
+	"  queued_at INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (queue_id, rcpt));",
+	/* 2 -> 3: UIDVALIDITY archives and the mass-deletion guard (syncd/sync.c) */
+	"ALTER TABLE folders ADD COLUMN archive_of INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE folders ADD COLUMN guard_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE folders ADD COLUMN guard_remove INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE folders ADD COLUMN guard_total INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE folders ADD COLUMN allow_mass_delete INTEGER NOT NULL DEFAULT 0;",
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == IDX_SCHEMA_VERSION, "one migration per schema version");
 
 #define FOLDER_COLS "id, imap_name, display, path, delim, uidvalidity, uidnext, " \
-		    "highestmodseq, last_sync, deleted_at"
+		    "highestmodseq, last_sync, deleted_at, archive_of, guard_at, guard_remove, " \
+		    "guard_total, allow_mass_delete"
 #define MSG_COLS "folder_id, uid, modseq, flags, internaldate, size, hash, filename, " \
 		 "message_id, from_, subject, deleted_at"
 /* ?1 = folder id, ?2 = UID */
@@ -117,6 +163,8 @@ enum stmt_id {
 	S_F_DELETED, S_F_STATE,
 	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
 	S_L_INSERT, S_L_PRUNE, S_L_LAST, S_STATS,
+	S_O_ALL, S_O_ADD, S_O_UPDATE, S_O_RESET, S_O_REVIVE, S_O_DELETE,
+	S_F_GUARD, S_F_ALLOW, S_F_ARCHIVE_INSERT, S_F_DELETE, S_F_DELETE_LOG, S_F_COUNT, S_F_TOUCH,
 	S_NSTMT
 };
 
@@ -135,7 +183,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	[S_F_LIST] = "SELECT " FOLDER_COLS " FROM folders ORDER BY display, id",
 	[S_F_LIST_COUNTS] =
 		"SELECT f.id, f.imap_name, f.display, f.path, f.delim, f.uidvalidity, f.uidnext, "
-		"f.highestmodseq, f.last_sync, f.deleted_at, "
+		"f.highestmodseq, f.last_sync, f.deleted_at, f.archive_of, f.guard_at, "
+		"f.guard_remove, f.guard_total, f.allow_mass_delete, "
 		"coalesce(sum(m.deleted_at = 0), 0), coalesce(sum(m.deleted_at <> 0), 0), "
 		"coalesce(sum(m.size), 0) "
 		"FROM folders f LEFT JOIN messages m ON m.folder_id = f.id "
@@ -171,6 +220,27 @@ static const char *const stmt_sql[S_NSTMT] = {
 		    "(SELECT coalesce(sum(size), 0) FROM messages), "
 		    "(SELECT coalesce(sum(disk_size), 0) FROM messages), "
 		    "(SELECT coalesce(max(last_sync), 0) FROM folders)",
+	[S_O_ALL] = "SELECT " ORCPT_COLS " FROM outbox ORDER BY queue_id, pos",
+	[S_O_ADD] = "INSERT OR IGNORE INTO outbox (" ORCPT_COLS ") "
+		    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	[S_O_UPDATE] = "UPDATE outbox SET state = ?3, attempts = ?4, next_attempt = ?5, "
+		       "last_attempt = ?6, code = ?7, reply = ?8 WHERE queue_id = ?1 AND rcpt = ?2",
+	[S_O_RESET] = "UPDATE outbox SET next_attempt = 0 WHERE state = 0 AND "
+		      "(?1 IS NULL OR queue_id = ?1)",
+	[S_O_REVIVE] = "UPDATE outbox SET state = 0, next_attempt = 0, attempts = 0 "
+		       "WHERE queue_id = ?1 AND state = 2",
+	[S_O_DELETE] = "DELETE FROM outbox WHERE queue_id = ?1",
+	[S_F_GUARD] = "UPDATE folders SET guard_at = ?2, guard_remove = ?3, guard_total = ?4 "
+		      "WHERE id = ?1",
+	[S_F_ALLOW] = "UPDATE folders SET allow_mass_delete = ?2 WHERE id = ?1",
+	[S_F_ARCHIVE_INSERT] = "INSERT INTO folders (imap_name, display, path, delim, uidvalidity, "
+			       "uidnext, highestmodseq, last_sync, deleted_at, archive_of) "
+			       "VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8)",
+	[S_F_DELETE] = "DELETE FROM folders WHERE id = ?1",
+	[S_F_DELETE_LOG] = "DELETE FROM synclog WHERE folder_id = ?1",
+	[S_F_COUNT] = "SELECT coalesce(sum(deleted_at = 0), 0), coalesce(max(id), 0) & 4294967295 "
+		      "FROM messages WHERE " MSG_RANGE,
+	[S_F_TOUCH] = "UPDATE folders SET last_sync = ?2 WHERE id = ?1",
 };
 
 struct idx {
@@ -438,6 +508,11 @@ static void folder_row(sqlite3_stmt *s, struct store_folder *f)
 	f->highestmodseq = (uint64_t)col_i64(s, 7);
 	f->last_sync = col_i64(s, 8);
 	f->deleted_at = col_i64(s, 9);
+	f->archive_of = col_i64(s, 10);
+	f->guard_at = col_i64(s, 11);
+	f->guard_remove = col_i64(s, 12);
+	f->guard_total = col_i64(s, 13);
+	f->allow_mass_delete = col_i64(s, 14);
 }
 
 static int folder_by(struct idx *x, enum stmt_id id, const char *key, struct store_folder *f_r,
@@ -508,9 +583,9 @@ int idx_folder_list(struct idx *x, bool with_counts, struct store_folder **f_r, 
 			v = xrealloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
 		folder_row(s, &v[n]);
 		if (with_counts) {
-			v[n].nmessages = col_i64(s, 10);
-			v[n].ndeleted = col_i64(s, 11);
-			v[n].bytes = col_i64(s, 12);
+			v[n].nmessages = col_i64(s, 15);
+			v[n].ndeleted = col_i64(s, 16);
+			v[n].bytes = col_i64(s, 17);
 		}
 		n++;
 	}
@@ -543,6 +618,91 @@ int idx_folder_state(struct idx *x, int64_t fid, uint32_t uidvalidity, uint32_t 
 	sqlite3_bind_int64(s, 4, (int64_t)highestmodseq);
 	sqlite3_bind_int64(s, 5, last_sync);
 	return run(x, s, "recording the folder state", e);
+}
+
+int idx_folder_guard(struct idx *x, int64_t fid, int64_t when, int64_t nremove, int64_t total,
+		     struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_GUARD);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, when);
+	sqlite3_bind_int64(s, 3, nremove);
+	sqlite3_bind_int64(s, 4, total);
+	return run(x, s, "recording the mass-deletion guard", e);
+}
+
+int idx_folder_allow(struct idx *x, int64_t fid, int64_t when, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_ALLOW);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, when);
+	return run(x, s, "recording the acceptance of a mass deletion", e);
+}
+
+int idx_folder_archive_insert(struct idx *x, const struct store_folder *z, int64_t *id_r,
+			      struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_ARCHIVE_INSERT);
+
+	bind_str(s, 1, z->imap_name);
+	bind_str(s, 2, z->display);
+	bind_str(s, 3, z->path);
+	sqlite3_bind_int(s, 4, (unsigned char)z->delim);
+	sqlite3_bind_int64(s, 5, z->uidvalidity);
+	sqlite3_bind_int64(s, 6, z->last_sync);
+	sqlite3_bind_int64(s, 7, z->deleted_at);
+	sqlite3_bind_int64(s, 8, z->archive_of);
+	if (run(x, s, "adding an archive folder", e) < 0)
+		return -1;
+	*id_r = sqlite3_last_insert_rowid(x->db);
+	return 0;
+}
+
+int idx_folder_delete(struct idx *x, int64_t fid, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_DELETE_LOG);
+
+	sqlite3_bind_int64(s, 1, fid);
+	if (run(x, s, "removing a folder's sync log", e) < 0)
+		return -1;
+	s = stmt(x, S_F_DELETE);
+	sqlite3_bind_int64(s, 1, fid);
+	return run(x, s, "removing a folder", e);
+}
+
+int idx_folder_touch(struct idx *x, int64_t fid, int64_t when, struct err *e)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	/* like the sync log: a time stamp is not worth an fsync (see the top) */
+	if (run(x, stmt(x, S_SYNC_NORMAL), "setting synchronous", e) < 0)
+		return -1;
+	s = stmt(x, S_F_TOUCH);
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, when);
+	rc = run(x, s, "recording the time of a pass", e);
+	if (run(x, stmt(x, S_SYNC_FULL), "setting synchronous", rc < 0 ? NULL : e) < 0)
+		rc = -1;
+	return rc;
+}
+
+int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
+		     struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_F_COUNT);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	rc = next_row(x, s, "counting a folder's messages", e);
+	if (rc < 0)
+		return -1;
+	*live_r = rc ? col_i64(s, 0) : 0;
+	*max_uid_r = rc ? (uint32_t)col_i64(s, 1) : 0;
+	sqlite3_reset(s);
+	return 0;
 }
 
 /* ---- messages ---- */
@@ -785,4 +945,114 @@ int idx_stats(struct idx *x, struct store_stats *s_r, struct err *e)
 		sqlite3_reset(s);
 	}
 	return 0;
+}
+
+/* ---- outbox ---- */
+
+void idx_orcpt_list_free(struct idx_orcpt *r, size_t n)
+{
+	for (size_t i = 0; i < n && r; i++) {
+		free(r[i].queue_id);
+		free(r[i].rcpt);
+		free(r[i].reply);
+	}
+	free(r);
+}
+
+int idx_outbox_all(struct idx *x, struct idx_orcpt **r_r, size_t *n_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_ALL);
+	struct idx_orcpt *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	while ((rc = next_row(x, s, "reading the outbox state", e)) == 1) {
+		if (n == cap)
+			v = xrealloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+		v[n].queue_id = col_str(s, 0);
+		v[n].rcpt = col_str(s, 1);
+		v[n].pos = (int)col_i64(s, 2);
+		v[n].state = (int)col_i64(s, 3);
+		v[n].attempts = (int)col_i64(s, 4);
+		v[n].next_attempt = col_i64(s, 5);
+		v[n].last_attempt = col_i64(s, 6);
+		v[n].code = (int)col_i64(s, 7);
+		v[n].reply = col_str(s, 8);
+		v[n].queued_at = col_i64(s, 9);
+		if (!v[n].queue_id || !v[n].rcpt) {
+			free(v[n].queue_id);
+			free(v[n].rcpt);
+			free(v[n].reply);
+			continue;
+		}
+		n++;
+	}
+	if (rc < 0) {
+		idx_orcpt_list_free(v, n);
+		return -1;
+	}
+	*r_r = v;
+	*n_r = n;
+	return 0;
+}
+
+static void bind_orcpt(sqlite3_stmt *s, const struct idx_orcpt *r)
+{
+	bind_str(s, 1, r->queue_id);
+	bind_str(s, 2, r->rcpt);
+	sqlite3_bind_int64(s, 3, r->pos);
+	sqlite3_bind_int64(s, 4, r->state);
+	sqlite3_bind_int64(s, 5, r->attempts);
+	sqlite3_bind_int64(s, 6, r->next_attempt);
+	sqlite3_bind_int64(s, 7, r->last_attempt);
+	sqlite3_bind_int64(s, 8, r->code);
+	bind_str(s, 9, r->reply);
+	sqlite3_bind_int64(s, 10, r->queued_at);
+}
+
+int idx_outbox_add(struct idx *x, const struct idx_orcpt *r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_ADD);
+
+	bind_orcpt(s, r);
+	return run(x, s, "adding an outbox recipient", e);
+}
+
+int idx_outbox_update(struct idx *x, const struct idx_orcpt *r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_UPDATE);
+
+	bind_str(s, 1, r->queue_id);
+	bind_str(s, 2, r->rcpt);
+	sqlite3_bind_int64(s, 3, r->state);
+	sqlite3_bind_int64(s, 4, r->attempts);
+	sqlite3_bind_int64(s, 5, r->next_attempt);
+	sqlite3_bind_int64(s, 6, r->last_attempt);
+	sqlite3_bind_int64(s, 7, r->code);
+	bind_str(s, 8, r->reply);
+	return run(x, s, "recording an outbox recipient", e);
+}
+
+int idx_outbox_reset(struct idx *x, const char *queue_id, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_RESET);
+
+	bind_str(s, 1, queue_id);
+	return run(x, s, "resetting the outbox backoff", e);
+}
+
+int idx_outbox_revive(struct idx *x, const char *queue_id, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_REVIVE);
+
+	bind_str(s, 1, queue_id);
+	return run(x, s, "reviving failed outbox recipients", e);
+}
+
+int idx_outbox_delete(struct idx *x, const char *queue_id, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_O_DELETE);
+
+	bind_str(s, 1, queue_id);
+	return run(x, s, "forgetting an outbox message", e);
 }

@@ -11,7 +11,7 @@
 
 #include "store.h"
 
-#define IDX_SCHEMA_VERSION 1
+#define IDX_SCHEMA_VERSION 3
 
 struct idx;
 
@@ -41,6 +41,21 @@ int idx_folder_set_deleted(struct idx *x, int64_t fid, int64_t when, struct err 
 /* last_sync < 0 keeps the recorded one. */
 int idx_folder_state(struct idx *x, int64_t fid, uint32_t uidvalidity, uint32_t uidnext,
 		     uint64_t highestmodseq, int64_t last_sync, struct err *e);
+/* The mass-deletion guard of a folder (when = 0 clears it) and the user's acceptance. */
+int idx_folder_guard(struct idx *x, int64_t fid, int64_t when, int64_t nremove, int64_t total,
+		     struct err *e);
+int idx_folder_allow(struct idx *x, int64_t fid, int64_t when, struct err *e);
+/* Inserts an archive folder (imap_name, display, path, delim, uidvalidity, last_sync,
+ * deleted_at, archive_of of Z). */
+int idx_folder_archive_insert(struct idx *x, const struct store_folder *z, int64_t *id_r,
+			      struct err *e);
+/* Removes a folder row and its sync log (its messages must be gone). */
+int idx_folder_delete(struct idx *x, int64_t fid, struct err *e);
+/* last_sync = when, not durable by itself (synchronous=NORMAL, like the sync log). */
+int idx_folder_touch(struct idx *x, int64_t fid, int64_t when, struct err *e);
+/* Rows not deleted on the server, and the highest UID of any row (0 = none). */
+int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
+		     struct err *e);
 
 /* ---- messages ---- */
 
@@ -75,5 +90,30 @@ int idx_log_insert(struct idx *x, const struct store_passlog *l, struct err *e);
 int idx_log_last(struct idx *x, int64_t fid, struct store_passlog *l_r, struct err *e);
 /* Everything but disk_bytes of the index files; disk_bytes = sum of file sizes. */
 int idx_stats(struct idx *x, struct store_stats *s_r, struct err *e);
+
+/* ---- outbox (store/outbox.c gives the rows their meaning) ---- */
+struct idx_orcpt {
+	char *queue_id;
+	char *rcpt;
+	int pos;
+	int state;		/* 0 pending, 1 done, 2 failed */
+	int attempts;
+	int64_t next_attempt, last_attempt;
+	int code;
+	char *reply;		/* may be NULL */
+	int64_t queued_at;
+};
+void idx_orcpt_list_free(struct idx_orcpt *r, size_t n);
+/* Every row, by queue_id then pos. */
+int idx_outbox_all(struct idx *x, struct idx_orcpt **r_r, size_t *n_r, struct err *e);
+/* Inserts a row unless (queue_id, rcpt) exists. */
+int idx_outbox_add(struct idx *x, const struct idx_orcpt *r, struct err *e);
+/* Sets state, attempts, next_attempt, last_attempt, code and reply of (queue_id, rcpt). */
+int idx_outbox_update(struct idx *x, const struct idx_orcpt *r, struct err *e);
+/* Pending rows of queue_id (NULL: of every message) become due now. */
+int idx_outbox_reset(struct idx *x, const char *queue_id, struct err *e);
+/* Failed rows of queue_id become pending and due now, attempts counted afresh. */
+int idx_outbox_revive(struct idx *x, const char *queue_id, struct err *e);
+int idx_outbox_delete(struct idx *x, const char *queue_id, struct err *e);
 
 #endif

@@ -177,7 +177,7 @@ int store_open(const char *root, const char *account, const struct store_opts *o
 	um = current_umask();
 	st->fchmod_files = (um & 0600) != 0;
 	if (open_dirs(st, root, account, e) < 0 || (!o->read_only && lock_store(st, e) < 0) ||
-	    idx_open(ipath, o->read_only, &st->idx, e) < 0)
+	    idx_open(ipath, o->read_only && !o->index_writable, &st->idx, e) < 0)
 		goto fail;
 	free(ipath);
 	if (!o->read_only && store_reconcile(st, report_log, st, e) < 0)
@@ -241,6 +241,10 @@ int store_folder_get(struct store *st, const char *imap_name, char delim,
 	rc = idx_folder_by_name(st->idx, imap_name, f_r, e);
 	if (rc < 0)
 		return -1;
+	if (rc == 1 && f_r->archive_of) {	/* only a hostile server names one so */
+		store_folder_clear(f_r);
+		return err_set(e, ERR_FOLDER, "folder name %s is taken by a local archive", imap_name);
+	}
 	if (rc == 1) {
 		/* recreated when someone removed it: the next pass refills it */
 		if (maildir_ensure(st, f_r->path, e) < 0) {
@@ -284,6 +288,12 @@ int store_folder_list(struct store *st, struct store_folder **f_r, size_t *n_r, 
 	return idx_folder_list(st->idx, true, f_r, n_r, e);
 }
 
+int store_folder_list_brief(struct store *st, struct store_folder **f_r, size_t *n_r,
+			    struct err *e)
+{
+	return idx_folder_list(st->idx, false, f_r, n_r, e);
+}
+
 void store_folder_list_free(struct store_folder *f, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -296,6 +306,34 @@ int store_folder_set_deleted(struct store *st, int64_t fid, int64_t when, struct
 	if (store_check_writable(st, e) < 0)
 		return -1;
 	return idx_folder_set_deleted(st->idx, fid, when, e);
+}
+
+int store_folder_set_guard(struct store *st, int64_t fid, int64_t when, int64_t nremove,
+			   int64_t total, struct err *e)
+{
+	if (store_check_writable(st, e) < 0)
+		return -1;
+	return idx_folder_guard(st->idx, fid, when, nremove, total, e);
+}
+
+int store_folder_allow_mass_delete(struct store *st, int64_t fid, int64_t when, struct err *e)
+{
+	if (st->opts.read_only && !st->opts.index_writable)
+		return err_set(e, ERR_LOCAL, "%s: the store is open read-only", st->dir);
+	return idx_folder_allow(st->idx, fid, when, e);
+}
+
+int store_folder_touch(struct store *st, int64_t fid, int64_t when, struct err *e)
+{
+	if (store_check_writable(st, e) < 0)
+		return -1;
+	return idx_folder_touch(st->idx, fid, when, e);
+}
+
+int store_folder_count(struct store *st, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
+		       struct err *e)
+{
+	return idx_folder_count(st->idx, fid, live_r, max_uid_r, e);
 }
 
 /* ---- messages ---- */

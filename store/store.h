@@ -29,6 +29,10 @@ struct store_opts {
 	enum compress_mode compress;	/* for new files */
 	int gzip_level;			/* 0 = built-in default */
 	bool read_only;			/* CLI: open the index read-only, never write files */
+	bool index_writable;		/* with read_only: the index opens for writing all the
+					 * same, for the few index-only updates (the CLI's
+					 * store_folder_allow_mass_delete); no lock is taken,
+					 * no file is touched, so a running daemon is no obstacle */
 };
 
 /*
@@ -55,6 +59,12 @@ struct store_folder {
 	uint64_t highestmodseq;
 	int64_t last_sync;	/* time of the last complete pass, 0 = never */
 	int64_t deleted_at;	/* time it vanished from the server, 0 = present */
+	int64_t archive_of;	/* 0, or: this folder keeps the messages that folder had under
+				 * an earlier UIDVALIDITY (then uidvalidity is that one) */
+	int64_t guard_at;	/* the mass-deletion guard stopped the last pass then, 0 = not */
+	int64_t guard_remove;	/* ...which would have removed this many messages */
+	int64_t guard_total;	/* ...of this many */
+	int64_t allow_mass_delete;	/* the user accepted the next pass's deletions then, 0 = not */
 	/* filled by store_folder_list only: */
 	int64_t nmessages;	/* rows not deleted on server */
 	int64_t ndeleted;	/* rows deleted on server (kept) */
@@ -72,9 +82,35 @@ int store_folder_get(struct store *st, const char *imap_name, char delim,
 int store_folder_find(struct store *st, const char *name, struct store_folder *f_r, struct err *e);
 /* All folders ordered by display name, with counts. */
 int store_folder_list(struct store *st, struct store_folder **f_r, size_t *n_r, struct err *e);
+/* The same without the counts (which read every message row): cheap. */
+int store_folder_list_brief(struct store *st, struct store_folder **f_r, size_t *n_r,
+			    struct err *e);
 void store_folder_list_free(struct store_folder *f, size_t n);
 /* Marks a folder as gone from the server (deleted_at = when) or back (when = 0). */
 int store_folder_set_deleted(struct store *st, int64_t fid, int64_t when, struct err *e);
+/* Records that the mass-deletion guard stopped a pass of the folder (when = 0 clears it). */
+int store_folder_set_guard(struct store *st, int64_t fid, int64_t when, int64_t nremove,
+			   int64_t total, struct err *e);
+/* Records the user's acceptance of the next pass's deletions (when = 0 clears it).  Works
+ * on a store opened read_only + index_writable. */
+int store_folder_allow_mass_delete(struct store *st, int64_t fid, int64_t when, struct err *e);
+/* A pass found the folder unchanged: last_sync = when (a time stamp: not fsync'd). */
+int store_folder_touch(struct store *st, int64_t fid, int64_t when, struct err *e);
+/* Messages of the folder not deleted on the server, and its highest UID (0 = none). */
+int store_folder_count(struct store *st, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
+		       struct err *e);
+
+/*
+ * Archives (copy.c): when a folder's UIDVALIDITY changes, its messages move to an
+ * archive folder -- deleted on the server, archive_of = the folder, uidvalidity = the
+ * old one, directory <folder path>/%uidvalidity-<old> (a name fname.c never makes:
+ * '%' there is always followed by two hex digits) -- and the folder starts afresh.
+ * Finds the archive of F's current UIDVALIDITY, creating it (row and Maildir) if needed.
+ */
+int store_folder_archive(struct store *st, const struct store_folder *f, struct store_folder *z_r,
+			 struct err *e);
+/* Removes a folder that holds no message: its row, sync log and (empty) Maildir. */
+int store_folder_remove(struct store *st, const struct store_folder *f, struct err *e);
 
 /* ---- messages ---- */
 
@@ -159,6 +195,40 @@ size_t store_batch_count(const struct store_batch *b);
 int store_batch_commit(struct store_batch **b, struct err *e);
 /* Drops the batch: tmp files removed, nothing renamed, nothing committed. */
 void store_batch_abort(struct store_batch **b);
+
+/*
+ * Copies between folders (copy.c): a stored message of one folder becomes a row of
+ * another under a new UID, without its bytes being written again -- the file is
+ * hard-linked into the destination's cur/ under the new name, then the rows are
+ * committed; a crash in between leaves files that the startup check adopts with
+ * exactly the UID and flags their names carry.  For re-matching after a UIDVALIDITY
+ * change or a rename.
+ */
+struct store_copy;
+int store_copy_begin(struct store *st, const struct store_folder *dst, struct store_copy **c_r,
+		     struct err *e);
+/* Queues SRC's message src_uid as dst's new_uid with FLAGS (any spelling) and MODSEQ,
+ * present (deleted_at 0) or deleted on the server (deleted_at > 0: the source row's own
+ * time when it has one, else deleted_at).  A UID dst already stores is left alone (1).
+ * 1 queued, 0 the source row or its file is gone, -1 error. */
+int store_copy_add(struct store_copy *c, const struct store_folder *src, uint32_t src_uid,
+		   uint32_t new_uid, const char *flags, uint64_t modseq, int64_t deleted_at,
+		   struct err *e);
+size_t store_copy_count(const struct store_copy *c);
+/* Makes the copies durable (fsync of cur/, then one transaction).  Frees c. */
+int store_copy_commit(struct store_copy **c, struct err *e);
+/* Removes the links made so far.  Frees c. */
+void store_copy_abort(struct store_copy **c);
+
+/* Removes messages from a folder: files first (durably), then the rows in one
+ * transaction (a crash in between leaves rows without files, which the startup
+ * check deletes). */
+int store_purge(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+		struct err *e);
+/* The server shows these messages again: deleted_at back to 0 and the file loses the
+ * T it had for it (renamed first, rows after: a crash renames it back). */
+int store_undelete(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+		   struct err *e);
 
 /* ---- sync log ---- */
 

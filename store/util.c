@@ -87,7 +87,7 @@ const char *err_kind_name(enum err_kind kind)
 		[ERR_NONE] = "none", [ERR_MESSAGE] = "message", [ERR_FOLDER] = "folder",
 		[ERR_NET] = "network", [ERR_PROTO] = "protocol", [ERR_TLS] = "tls",
 		[ERR_AUTH] = "auth", [ERR_CONFIG] = "config", [ERR_LOCAL] = "local",
-		[ERR_USAGE] = "usage",
+		[ERR_USAGE] = "usage", [ERR_STOPPED] = "stopped",
 	};
 	if ((unsigned)kind < sizeof names / sizeof names[0] && names[kind])
 		return names[kind];

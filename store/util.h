@@ -30,6 +30,8 @@ enum err_kind {
 	ERR_CONFIG,	/* configuration error: stop before touching network or store */
 	ERR_LOCAL,	/* local disk or database failure: stop writing */
 	ERR_USAGE,	/* bad command-line usage */
+	ERR_STOPPED,	/* the daemon asked a pass to stop (shutdown, a push to serve first):
+			 * not a failure; what was committed stays, the next pass resumes */
 };
 
 struct err {

@@ -74,6 +74,7 @@ static const char good_conf[] =
 	"    smtp_user = u2\n"
 	"    smtp_pass_cmd = echo smtp\n"
 	"    sent_folder = Sent\n"
+	"    outbox_max_age = 36h\n"
 	"    from = u2@example.org\n"
 	"[account st]\n"
 	"imap_host = ::1\n"
@@ -146,6 +147,7 @@ static void test_good(void)
 		is_int(a->smtp_port, 25, "local: default smtp_port 25 (none)");
 		is_str(a->smtp_pass_cmd, "echo smtp", "local: smtp_pass_cmd");
 		is_str(a->sent_folder, "Sent", "local: sent_folder");
+		is_int(a->outbox_max_age, 36 * 3600, "local: outbox_max_age 36h");
 		is_str(a->from, "u2@example.org", "local: from");
 	}
 	a = conf_account(c, "st");
@@ -153,6 +155,7 @@ static void test_good(void)
 	if (a) {
 		is_int(a->imap_port, 143, "st: default imap_port 143 (starttls)");
 		is_int(a->smtp_port, 465, "st: default smtp_port 465 (implicit)");
+		is_int(a->outbox_max_age, 5 * 86400, "st: default outbox_max_age 5 days");
 		list_is(a->idle, "", "st: empty idle list");
 	}
 	ok(conf_account(c, "nope") == NULL, "conf_account: absent name");
@@ -198,6 +201,12 @@ static const struct ecase ecases[] = {
 	  "smtp_port: 65536 is out of range" },
 	{ "poll_interval < 10", ACCT "pass_cmd = x\npoll_interval = 9\n", 5, "poll_interval: 9 is out of range" },
 	{ "timeout > 3600", ACCT "pass_cmd = x\ntimeout = 3601\n", 5, "timeout: 3601 is out of range (5-3600)" },
+	{ "outbox_max_age unit", ACCT "pass_cmd = x\nsmtp_host = h\noutbox_max_age = 5w\n", 6,
+	  "outbox_max_age: '5w' is not a duration" },
+	{ "outbox_max_age too short", ACCT "pass_cmd = x\nsmtp_host = h\noutbox_max_age = 59s\n", 6,
+	  "outbox_max_age: 59s is out of range" },
+	{ "outbox_max_age without smtp_host", ACCT "pass_cmd = x\noutbox_max_age = 1d\n", 5,
+	  "outbox_max_age is set but smtp_host is not" },
 	{ "timeout < 5", ACCT "pass_cmd = x\ntimeout = 4\n", 5, "timeout: 4 is out of range" },
 	{ "unknown tls", ACCT "pass_cmd = x\nimap_tls = ssl\n", 5,
 	  "imap_tls: unknown value 'ssl' (expected implicit, starttls or none)" },

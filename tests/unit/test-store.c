@@ -5,6 +5,7 @@
  */
 #include "../../store/store.h"
 #include "../../store/fault.h"
+#include "../../store/index.h"
 #include "tap.h"
 
 #include <dirent.h>
@@ -18,6 +19,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define MF_STR_(x) #x
+#define MF_STR(x) MF_STR_(x)
 #include <utime.h>
 #include <zlib.h>
 
@@ -259,7 +263,8 @@ static void test_layout(void)
 	ok(sqlite3_open(p, &db) == SQLITE_OK, "index.sqlite opens with sqlite3");
 	sqlite3_stmt *s;
 	sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
-	ok(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1, "user_version is 1");
+	ok(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == IDX_SCHEMA_VERSION,
+	   "user_version is IDX_SCHEMA_VERSION");
 	sqlite3_finalize(s);
 	sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL);
 	ok(sqlite3_step(s) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(s, 0), "wal"),
@@ -298,7 +303,7 @@ static void test_layout(void)
 	ok(open_store(acct, COMPRESS_GZIP, &e) == NULL && strstr(e.msg, "newer"),
 	   "a newer schema is refused: %s", e.msg);
 	sqlite3_open(p, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+	sqlite3_exec(db, "PRAGMA user_version = " MF_STR(IDX_SCHEMA_VERSION), NULL, NULL, NULL);
 	sqlite3_close(db);
 	free(p);
 }
