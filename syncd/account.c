@@ -18,36 +18,50 @@
 
 struct account_pass {
 	const struct conf_account *a;
-	struct store *st;
-	struct imap *imap;
+	struct store *st;	/* borrowed from the sync_session */
+	struct imap *imap;	/* borrowed from the sync_session */
+	const struct sync_hooks *h;
 	struct imap_mailbox *mb;
 	size_t nmb;
+	int nsel, isel;		/* folders in this pass, and the current one (progress) */
 	int folders_ok, folders_failed, folders_skipped;
 	struct err first_folder_err;
 };
 
-static int pass_connect(const struct conf *c, struct account_pass *p, struct err *e)
+int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
+		      struct err *e)
 {
-	const struct conf_account *a = p->a;
 	struct store_opts so = { .compress = a->compress, .gzip_level = a->compress_level };
 	char *pw = NULL;
 	int rc;
 
+	err_clear(e);
+	if (!ss->st && store_open(c->store, a->name, &so, &ss->st, e) < 0)
+		return -1;
+	if (ss->imap)
+		return 0;
 	if (secret_get(a, false, &pw, e) < 0)
 		return -1;
-	if (store_open(c->store, a->name, &so, &p->st, e) < 0) {
-		free(pw);
-		return -1;
-	}
 	struct imap_opts io = {
 		.host = a->imap_host, .port = a->imap_port, .tls = a->imap_tls,
 		.user = a->imap_user, .password = pw, .ca_file = a->tls_ca_file,
 		.timeout = a->timeout, .label = a->name,
 	};
-	rc = imap_connect(&io, &p->imap, e);
+	rc = imap_connect(&io, &ss->imap, e);
 	explicit_bzero(pw, strlen(pw));
 	free(pw);
 	return rc;
+}
+
+void sync_session_disconnect(struct sync_session *ss)
+{
+	imap_close(&ss->imap);
+}
+
+void sync_session_close(struct sync_session *ss)
+{
+	imap_close(&ss->imap);
+	store_close(&ss->st);
 }
 
 static void log_pass(struct account_pass *p, const struct store_folder *f, int64_t started,
@@ -85,8 +99,21 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 	char *label = xasprintf("%s/%s", p->a->name, f.display);
 	if (f.deleted_at && store_folder_set_deleted(p->st, f.id, 0, &fe) < 0)
 		log_warn("%s: %s", label, fe.msg);
-	struct sync_folder_args args = { .imap = p->imap, .st = p->st, .acct = p->a, .label = label };
+	struct sync_folder_args args = { .imap = p->imap, .st = p->st, .acct = p->a, .label = label,
+					 .hooks = p->h };
+	if (p->h && p->h->folder_begin)
+		p->h->folder_begin(p->h->ctx, f.display, ++p->isel, p->nsel);
 	int rc = sync_folder(&args, &f, &s, &fe);
+	if (p->h && p->h->folder_end)
+		p->h->folder_end(p->h->ctx, f.display, &s, rc < 0 ? &fe : NULL);
+	if (rc < 0 && fe.kind == ERR_STOPPED) {
+		/* not a failure: what was committed stays, the next pass resumes */
+		log_debug(LOGC_SYNC, "%s: %s", label, fe.msg);
+		*e = fe;
+		free(label);
+		store_folder_clear(&f);
+		return -1;
+	}
 	log_pass(p, &f, started, t0, &s, rc < 0 ? &fe : NULL);
 	if (rc == 0) {
 		p->folders_ok++;
@@ -118,14 +145,17 @@ static bool listed(const struct account_pass *p, const char *imap_name)
 	return false;
 }
 
-/* Folders the index knows that the server no longer lists: marked deleted, kept. */
+/* Folders the index knows that the server no longer lists: marked deleted, kept.
+ * Done before the folders are synced, so that a folder renamed on the server is
+ * already a deleted one when the new name's first pass looks for its messages
+ * (rematch.c) and none is downloaded again. */
 static void pass_gone_folders(struct account_pass *p)
 {
 	struct store_folder *f = NULL;
 	size_t n = 0;
 	struct err e;
 
-	if (store_folder_list(p->st, &f, &n, &e) < 0) {
+	if (store_folder_list_brief(p->st, &f, &n, &e) < 0) {
 		log_warn("%s: %s", p->a->name, e.msg);
 		return;
 	}
@@ -141,48 +171,158 @@ static void pass_gone_folders(struct account_pass *p)
 	store_folder_list_free(f, n);
 }
 
+static bool mb_selected(const struct account_pass *p, const struct imap_mailbox *mb)
+{
+	if (mb->flags & (IMAP_MBX_NOSELECT | IMAP_MBX_NONEXISTENT))
+		return false;
+	char *disp = fname_display(mb->name, mb->delim);
+	bool sel = conf_folder_selected(p->a, disp);
+	free(disp);
+	return sel;
+}
+
+/* The daemon resumes an interrupted round without the folders it already did. */
+static bool mb_skipped(const struct account_pass *p, const struct imap_mailbox *mb)
+{
+	if (!p->h || !p->h->skip)
+		return false;
+	char *disp = fname_display(mb->name, mb->delim);
+	bool skip = p->h->skip(p->h->ctx, disp);
+	free(disp);
+	return skip;
+}
+
+/* Between folders: the daemon may want the line (shutdown, a push). */
+static int pass_stop_check(const struct account_pass *p, struct err *e)
+{
+	if (!sync_stop_requested(p->h))
+		return 0;
+	return err_set(e, ERR_STOPPED, "stopped after %d of %d folders", p->isel, p->nsel);
+}
+
 static int pass_folders(struct account_pass *p, struct err *e)
 {
 	if (imap_list(p->imap, &p->mb, &p->nmb, e) < 0)
 		return -1;
+	for (size_t i = 0; i < p->nmb; i++)
+		p->nsel += mb_selected(p, &p->mb[i]);
+	pass_gone_folders(p);
 	for (size_t i = 0; i < p->nmb; i++) {
 		const struct imap_mailbox *mb = &p->mb[i];
 
-		if (mb->flags & (IMAP_MBX_NOSELECT | IMAP_MBX_NONEXISTENT))
+		if (!mb_selected(p, mb))
 			continue;
-		char *disp = fname_display(mb->name, mb->delim);
-		bool sel = conf_folder_selected(p->a, disp);
-		free(disp);
-		if (sel && pass_folder(p, mb, e) < 0)
+		if (mb_skipped(p, mb)) {
+			p->isel++;
+			p->folders_ok++;
+			continue;
+		}
+		if (pass_stop_check(p, e) < 0 || pass_folder(p, mb, e) < 0)
 			return -1;
 	}
-	pass_gone_folders(p);
 	return 0;
 }
 
-int sync_account(const struct conf *c, const struct conf_account *a, struct err *e)
+/* The mailbox of a display name: from the index when it knows the folder (no
+ * LIST needed: a push pass is one folder), else from a LIST.  1 / 0 absent / -1. */
+static int find_mailbox(struct account_pass *p, const char *name, struct imap_mailbox *mb_r,
+			struct err *e)
 {
-	struct account_pass p = { .a = a };
+	struct store_folder f = { 0 };
+	int rc = store_folder_find(p->st, name, &f, e);
+
+	if (rc < 0)
+		return -1;
+	if (rc == 1 && !f.deleted_at && f.uidvalidity) {
+		mb_r->name = f.imap_name;	/* ownership moves to mb_r */
+		f.imap_name = NULL;
+		mb_r->delim = f.delim;
+		mb_r->flags = 0;
+		store_folder_clear(&f);
+		return 1;
+	}
+	store_folder_clear(&f);
+	if (!p->mb && imap_list(p->imap, &p->mb, &p->nmb, e) < 0)
+		return -1;
+	for (size_t i = 0; i < p->nmb; i++) {
+		char *disp = fname_display(p->mb[i].name, p->mb[i].delim);
+		bool match = !strcmp(disp, name) || !strcmp(p->mb[i].name, name);
+
+		free(disp);
+		if (match && mb_selected(p, &p->mb[i])) {
+			mb_r->name = xstrdup(p->mb[i].name);
+			mb_r->delim = p->mb[i].delim;
+			mb_r->flags = p->mb[i].flags;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int pass_some_folders(struct account_pass *p, const char *const *names, struct err *e)
+{
+	while (names[p->nsel])
+		p->nsel++;
+	for (int i = 0; names[i]; i++) {
+		struct imap_mailbox mb = { 0 };
+		int rc;
+
+		if (pass_stop_check(p, e) < 0)
+			return -1;
+		rc = find_mailbox(p, names[i], &mb, e);
+		if (rc == 0) {
+			log_warn("%s: %s: no such folder on the server (or not selected)", p->a->name,
+				 names[i]);
+			if (!p->folders_failed++)
+				err_set(&p->first_folder_err, ERR_FOLDER, "%s: no such folder", names[i]);
+			p->isel++;
+			continue;
+		}
+		if (rc == 1)
+			rc = pass_folder(p, &mb, e);
+		free(mb.name);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
+		      const char *const *folders, const struct sync_hooks *h, struct err *e)
+{
+	struct account_pass p = { .a = a, .st = ss->st, .imap = ss->imap, .h = h };
 	int64_t t0 = mono_ms();
-	int rc = -1;
+	int rc;
 
 	err_clear(e);
-	if (pass_connect(c, &p, e) == 0 && pass_folders(&p, e) == 0)
-		rc = 0;
+	rc = folders ? pass_some_folders(&p, folders, e) : pass_folders(&p, e);
 	if (rc == 0 && p.folders_failed) {
 		*e = p.first_folder_err;
 		err_prefix(e, "%d of %d folders failed; first", p.folders_failed,
 			   p.folders_failed + p.folders_ok);
+		if (e->kind != ERR_FOLDER && e->kind != ERR_MESSAGE)
+			e->kind = ERR_FOLDER;
 		rc = -1;
 	}
-	if (p.imap)
-		log_debug(LOGC_SYNC, "%s: %lld IMAP commands, %lld bodies", a->name,
-			  (long long)imap_stats(p.imap)->commands, (long long)imap_stats(p.imap)->bodies);
-	imap_close(&p.imap);
 	imap_mailboxes_free(p.mb, p.nmb);
-	store_close(&p.st);
 	if (rc == 0)
-		log_info("%s: pass complete: %d folders in %lld ms%s", a->name, p.folders_ok,
-			 (long long)(mono_ms() - t0), p.folders_skipped ? " (some skipped)" : "");
+		log_info("%s: pass complete: %d folder%s in %lld ms%s", a->name, p.folders_ok,
+			 p.folders_ok == 1 ? "" : "s", (long long)(mono_ms() - t0),
+			 p.folders_skipped ? " (some skipped)" : "");
+	return rc;
+}
+
+int sync_account(const struct conf *c, const struct conf_account *a, struct err *e)
+{
+	struct sync_session ss = { 0 };
+	int rc = -1;
+
+	if (sync_session_open(c, a, &ss, e) == 0 && sync_account_pass(a, &ss, NULL, NULL, e) == 0)
+		rc = 0;
+	if (ss.imap)
+		log_debug(LOGC_SYNC, "%s: %lld IMAP commands, %lld bodies", a->name,
+			  (long long)imap_stats(ss.imap)->commands,
+			  (long long)imap_stats(ss.imap)->bodies);
+	sync_session_close(&ss);
 	return rc;
 }

@@ -26,8 +26,10 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -37,7 +39,13 @@
 
 /* ---- session ---- */
 
-enum fetch_kind { FETCH_META, FETCH_BODIES };
+enum fetch_kind {
+	FETCH_META,	/* by sequence numbers: every number of lo:hi once */
+	FETCH_BODIES,	/* by UID ranges, bodies to the sink */
+	FETCH_UIDMETA,	/* UID lo:*, metadata */
+	FETCH_CHANGED,	/* UID lo:hi CHANGEDSINCE */
+	FETCH_KEYS,	/* by UID ranges, size + date + Message-ID */
+};
 
 /* The FETCH command in progress.  libetpan's handlers are installed for the
  * whole session, so anything arriving while no fetch_op is active (or the op
@@ -48,9 +56,13 @@ struct fetch_op {
 	bool failed;		/* refused or aborted: ignore the rest, the session dies */
 	struct buf flags;	/* flag string of the item being handed out */
 
-	uint32_t lo, hi;	/* META: sequence range asked for */
+	uint32_t lo, hi;	/* META: sequence range asked for; UIDMETA, CHANGED: UIDs */
 	imap_meta_cb *cb;
 	void *ctx;
+	imap_key_cb *kcb;	/* KEYS */
+	struct buf hdr;		/* KEYS: the header section being received */
+	size_t scanned;		/* bytes of libetpan's response buffer whose numbers
+				 * were checked (raw_numbers_ok) */
 
 	const struct imap_body_sink *sink;	/* BODIES */
 	struct uid_range *ranges;	/* sorted, merged copy of what was asked for */
@@ -69,7 +81,14 @@ struct imap {
 	bool sni;		/* host is a name: send it as SNI (never an address, RFC 6066) */
 	bool dead;		/* out of sync or closed: only imap_close() is valid */
 	bool selected;		/* a mailbox is selected (EXAMINE succeeded) */
+	char *sel_name;		/* ... this one */
 	bool preauth;
+	bool idling;		/* between imap_idle_start and imap_idle_done */
+	bool idle_changed;	/* the server reported something while idling */
+	bool unsolicited;	/* a FETCH arrived with no fetch_op (flag change) */
+	uint32_t lib_exists;	/* libetpan's sel_exists after the last command */
+	uint32_t exists;	/* our model of the message count (libetpan does
+				 * not subtract VANISHED) */
 	unsigned caps;
 	struct imap_stats stats;
 	struct fetch_op *op;
@@ -100,6 +119,12 @@ static bool host_is_loopback(const char *h)
 bool imap_is_dead(const struct imap *s)
 {
 	return s->dead;
+}
+
+void imap_cancel(struct imap *s)
+{
+	if (s && s->m && s->m->imap_stream)
+		mailstream_cancel(s->m->imap_stream);
 }
 
 unsigned imap_caps(const struct imap *s)
@@ -240,7 +265,157 @@ static int check_alive(const struct imap *s, struct err *e)
 {
 	if (s->dead)
 		return err_set(e, ERR_NET, "connection to %s already closed", s->host);
+	if (s->idling)
+		return err_set(e, ERR_PROTO, "a command while IDLE is running (call imap_idle_done)");
 	return 0;
+}
+
+/* ---- numbers libetpan would wrap ---- */
+
+static bool preceded_by(const char *p, size_t i, const char *word)
+{
+	size_t n = strlen(word);
+
+	return i >= n && !strncasecmp(p + i - n, word, n);
+}
+
+/*
+ * libetpan parses numbers into uint32_t (MODSEQ into uint64_t) without an
+ * overflow check: "UID 4294967297" becomes UID 1 (verified).  So the raw text
+ * of every response is checked before its values are used: each number that
+ * stands alone (not part of an atom, not inside a quoted string) must fit in 32
+ * bits, a MODSEQ / HIGHESTMODSEQ value in 63 (RFC 7162).  Literal contents are
+ * not in the text (they go to the body handler).  Returns false and describes
+ * the first offender in bad.
+ */
+static bool raw_numbers_ok(const char *p, size_t n, char *bad, size_t badsz)
+{
+	bool quoted = false;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		size_t j;
+
+		if (quoted) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				quoted = false;
+			continue;
+		}
+		if (c == '"') {
+			quoted = true;
+			continue;
+		}
+		if (c < '0' || c > '9')
+			continue;
+		for (j = i; j < n && p[j] >= '0' && p[j] <= '9'; j++)
+			;
+		if ((i > 0 && !strchr(" ([{:,*", p[i - 1])) || (j < n && !strchr(" )]}:,\r\n", p[j]))) {
+			i = j;	/* part of an atom such as $Label1 */
+			continue;
+		}
+		bool wide = preceded_by(p, i, "MODSEQ (") || preceded_by(p, i, "MODSEQ ");
+		uint64_t v = 0, limit = wide ? (uint64_t)INT64_MAX : UINT32_MAX;
+		bool over = false;
+
+		for (size_t k = i; k < j; k++) {
+			if (v > (limit - (uint64_t)(p[k] - '0')) / 10)
+				over = true;
+			else
+				v = v * 10 + (uint64_t)(p[k] - '0');
+		}
+		if (over) {
+			snprintf(bad, badsz, "%.*s%s", (int)(j - i > 30 ? 30 : j - i), p + i,
+				 j - i > 30 ? "..." : "");
+			return false;
+		}
+		i = j;
+	}
+	return true;
+}
+
+/* Checks the response text libetpan collected for the current command from
+ * *from on (and moves *from to its end).  ERR_PROTO, session dead, on a bad number. */
+static int check_numbers(struct imap *s, size_t *from, const char *what, struct err *e)
+{
+	const MMAPString *b = s->m->imap_stream_buffer;
+	char bad[40];
+
+	if (!b || !b->str)
+		return 0;
+	if (*from > b->len)	/* a new buffer: start over */
+		*from = 0;
+	if (!raw_numbers_ok(b->str + *from, b->len - *from, bad, sizeof bad)) {
+		s->dead = true;
+		return err_set(e, ERR_PROTO, "%s: the server sent the number %s, which does not fit "
+			       "(UIDs, sizes and counts are 32-bit)", what, bad);
+	}
+	*from = b->len;
+	return 0;
+}
+
+/* UIDs of the VANISHED responses (EARLIER or not) in the last response, capped. */
+static uint32_t vanished_count(const struct imap *s, bool earlier)
+{
+	const struct mailimap_response_info *ri = s->m->imap_response_info;
+	uint64_t n = 0;
+
+	if (!ri)
+		return 0;
+	for (clistiter *c = clist_begin(ri->rsp_extension_list); c; c = clist_next(c)) {
+		const struct mailimap_extension_data *x = clist_content(c);
+		const struct mailimap_qresync_vanished *v;
+
+		if (!x || !x->ext_extension || x->ext_extension->ext_id != MAILIMAP_EXTENSION_QRESYNC ||
+		    x->ext_type != MAILIMAP_QRESYNC_TYPE_VANISHED || !(v = x->ext_data))
+			continue;
+		if (!v->qr_earlier != !earlier || !v->qr_known_uids)
+			continue;
+		for (clistiter *k = clist_begin(v->qr_known_uids->set_list); k; k = clist_next(k)) {
+			const struct mailimap_set_item *it = clist_content(k);
+			uint32_t a = it->set_first, b = it->set_last ? it->set_last : it->set_first;
+
+			n += (a > b ? a - b : b - a) + 1;
+		}
+	}
+	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+/*
+ * After each command in a selected folder: the message count may only go down
+ * through EXPUNGE (libetpan subtracts those itself) or VANISHED (it does not).
+ * A server whose EXISTS goes backwards has lost track of its own mailbox (or
+ * lies); nothing it says about this folder can be trusted, so the session ends.
+ */
+static int exists_check(struct imap *s, const char *what, struct err *e)
+{
+	const struct mailimap_selection_info *si = s->m->imap_selection_info;
+	const struct mailimap_response_info *ri = s->m->imap_response_info;
+	uint32_t now, nexp, nvan, model;
+
+	if (!s->selected || !si)
+		return 0;
+	now = si->sel_exists;
+	nexp = ri && ri->rsp_expunged ? (uint32_t)clist_count(ri->rsp_expunged) : 0;
+	nvan = vanished_count(s, false);
+	model = s->exists > nvan ? s->exists - nvan : 0;
+	if ((uint64_t)now + nexp + nvan < s->exists) {
+		s->dead = true;
+		return err_set(e, ERR_PROTO, "%s: the server's message count went down from %u to "
+			       "%u without EXPUNGE or VANISHED", what, s->exists, now);
+	}
+	if (now + nexp == s->lib_exists)	/* no EXISTS in this response */
+		s->exists = model >= nexp ? model - nexp : 0;
+	else
+		s->exists = now;
+	s->lib_exists = now;
+	return 0;
+}
+
+uint32_t imap_exists(const struct imap *s)
+{
+	return s->exists;
 }
 
 /* ---- debug trace ---- */
@@ -318,6 +493,8 @@ struct item {
 	uint64_t modseq;
 	int nbody;		/* BODY[...] sections */
 	bool body_whole;	/* ...and all of them BODY[] (no section, no origin) */
+	const char *sec_data;	/* a section that came inline (not through the body */
+	size_t sec_len;		/* handler): a quoted string */
 };
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
@@ -426,6 +603,10 @@ static void item_static(const struct mailimap_msg_att_static *st, struct item *i
 		it->body_whole = (it->nbody == 0 || it->body_whole) &&
 				 section_whole(st->att_data.att_body_section);
 		it->nbody++;
+		if (st->att_data.att_body_section && st->att_data.att_body_section->sec_length) {
+			it->sec_data = st->att_data.att_body_section->sec_body_part;
+			it->sec_len = st->att_data.att_body_section->sec_length;
+		}
 		break;
 	case MAILIMAP_MSG_ATT_RFC822:	/* a body we did not ask for */
 		it->nbody++;
@@ -574,7 +755,7 @@ static void meta_item(struct imap *s, struct fetch_op *op, const struct mailimap
 			  att->att_number);
 		return;
 	}
-	if (att->att_number < op->lo || att->att_number > op->hi) {
+	if (op->kind == FETCH_META && (att->att_number < op->lo || att->att_number > op->hi)) {
 		op_refuse(op, "server answered for message %u, outside %u:%u",
 			  att->att_number, op->lo, op->hi);
 		return;
@@ -583,11 +764,17 @@ static void meta_item(struct imap *s, struct fetch_op *op, const struct mailimap
 		op_refuse(op, "server sent no valid UID for message %u", att->att_number);
 		return;
 	}
+	if (op->kind == FETCH_UIDMETA && it.uid < op->lo) {
+		/* "lo:*" with no UID >= lo names the highest message (RFC 3501 6.4.8) */
+		log_debug(LOGC_IMAP, "%s: UID %u below %u ignored (the answer to %u:*)", s->label,
+			  it.uid, op->lo, op->lo);
+		return;
+	}
 	if (!it.has_flags) {
 		op_refuse(op, "server sent no FLAGS for UID %u", it.uid);
 		return;
 	}
-	if (!seen_add(op, att->att_number)) {
+	if (!seen_add(op, op->kind == FETCH_META ? att->att_number : it.uid)) {
 		op_refuse(op, "server answered twice for message %u", att->att_number);
 		return;
 	}
@@ -663,19 +850,128 @@ static void body_item(struct imap *s, struct fetch_op *op, const struct mailimap
 	op->bytes = 0;
 }
 
+/* A reply to CHANGEDSINCE: UID, FLAGS and MODSEQ of a message in lo:hi.  The
+ * same shape as an unsolicited flag update, which is just as true: both are
+ * handed out. */
+static void changed_item(struct imap *s, struct fetch_op *op, const struct mailimap_msg_att *att)
+{
+	struct item it;
+	struct imap_msginfo mi;
+
+	item_scan(att, &it, &op->flags);
+	if (!it.has_uid || !it.has_flags) {	/* no UID: cannot be placed; no FLAGS: nothing new */
+		log_debug(LOGC_IMAP, "%s: FETCH for message %u without UID or FLAGS ignored",
+			  s->label, att->att_number);
+		return;
+	}
+	if (it.uid == 0 || it.uid < op->lo || it.uid > op->hi) {
+		op_refuse(op, "server sent UID %u, which was not asked for (%u:%u)", it.uid, op->lo,
+			  op->hi);
+		return;
+	}
+	if (!it.modseq) {
+		op_refuse(op, "server sent no MODSEQ for UID %u", it.uid);
+		return;
+	}
+	mi = (struct imap_msginfo){ .seq = att->att_number, .uid = it.uid, .flags = op->flags.p,
+				    .internaldate = -1, .size = -1, .modseq = it.modseq };
+	if (op->cb(&mi, op->ctx) != 0)
+		op_aborted(op, "callback");
+}
+
+/* The value of the Message-ID field in a header section ("Message-ID: <x>\r\n"),
+ * unfolded; NULL when there is none.  Returns a pointer into b (rewritten). */
+static const char *header_message_id(struct buf *b)
+{
+	char *p = b->p, *v, *o;
+
+	if (!p)
+		return NULL;
+	for (; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p))
+		if (!strncasecmp(p, "Message-ID:", 11))
+			break;
+	if (!*p)
+		return NULL;
+	for (v = o = p + 11; *v; v++) {	/* unfold: drop CR LF before white space */
+		if (*v == '\r' || *v == '\n') {
+			if (v[1] == ' ' || v[1] == '\t' || (*v == '\r' && v[1] == '\n' &&
+							   (v[2] == ' ' || v[2] == '\t')))
+				continue;
+			break;
+		}
+		*o++ = *v;
+	}
+	*o = '\0';
+	p += 11;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p ? p : NULL;
+}
+
+static void key_item(struct imap *s, struct fetch_op *op, const struct mailimap_msg_att *att)
+{
+	struct item it;
+	struct imap_msgkey k;
+
+	item_scan(att, &it, &op->flags);
+	if (!it.has_size) {
+		log_debug(LOGC_IMAP, "%s: unsolicited FETCH for message %u ignored", s->label,
+			  att->att_number);
+		op->hdr.len = 0;
+		return;
+	}
+	if (!it.has_uid || it.uid == 0 || !ranges_contain(op->ranges, op->nranges, it.uid)) {
+		op_refuse(op, "server sent UID %u, which was not asked for", it.uid);
+		return;
+	}
+	if (!seen_add(op, it.uid)) {
+		op_refuse(op, "server sent UID %u twice", it.uid);
+		return;
+	}
+	if (it.sec_data && op->hdr.len == 0)
+		buf_add(&op->hdr, it.sec_data, it.sec_len > 8192 ? 8192 : it.sec_len);
+	k = (struct imap_msgkey){ .uid = it.uid, .size = it.size,
+				  .internaldate = it.has_date ? it.date : -1,
+				  .message_id = header_message_id(&op->hdr) };
+	if (op->kcb(&k, op->ctx) != 0)
+		op_aborted(op, "callback");
+	op->hdr.len = 0;
+	if (op->hdr.p)
+		op->hdr.p[0] = '\0';
+}
+
 /* Runs once per "* n FETCH" after the whole item is parsed; att is freed
- * when it returns. */
+ * when it returns.  Its numbers are checked in the raw text first. */
 static void on_msg_att(struct mailimap_msg_att *att, void *ctx)
 {
 	struct imap *s = ctx;
 	struct fetch_op *op = s->op;
 
-	if (!op || op->failed || !att || !att->att_list)
+	if (!op) {
+		s->unsolicited = true;
 		return;
-	if (op->kind == FETCH_META)
+	}
+	if (op->failed || !att || !att->att_list)
+		return;
+	if (check_numbers(s, &op->scanned, "FETCH", op->e) < 0) {
+		op->failed = true;
+		return;
+	}
+	switch (op->kind) {
+	case FETCH_META:
+	case FETCH_UIDMETA:
 		meta_item(s, op, att);
-	else
+		break;
+	case FETCH_BODIES:
 		body_item(s, op, att);
+		break;
+	case FETCH_CHANGED:
+		changed_item(s, op, att);
+		break;
+	case FETCH_KEYS:
+		key_item(s, op, att);
+		break;
+	}
 }
 
 /* Runs with each chunk (<= 64 KiB) of a literal body; false aborts the parse
@@ -687,6 +983,12 @@ static bool on_body(int type, struct mailimap_msg_att_body_section *sec, const c
 	struct fetch_op *op = s->op;
 
 	s->stats.body_bytes += (int64_t)n;
+	if (op && op->kind == FETCH_KEYS && !op->failed) {
+		/* a header section: kept up to 8 KiB, the Message-ID is near the top */
+		if (op->hdr.len < 8192)
+			buf_add(&op->hdr, p, n < 8192 - op->hdr.len ? n : 8192 - op->hdr.len);
+		return true;
+	}
 	if (!op || op->kind != FETCH_BODIES)
 		return true;	/* a literal nobody asked for: dropped */
 	if (op->failed)
@@ -881,6 +1183,43 @@ static int login(struct imap *s, const struct imap_opts *o, struct err *e)
 	return 0;
 }
 
+/* ENABLE QRESYNC (RFC 7162 3.2.3): without it there is no VANISHED.  A refusal
+ * is not an error: the session falls back to CONDSTORE. */
+static int enable_qresync(struct imap *s, struct err *e)
+{
+	struct mailimap_capability_data *want, *got = NULL;
+	clist *l;
+	int r;
+
+	if (!(s->caps & IMAP_CAP_QRESYNC))
+		return 0;
+	l = clist_new();
+	clist_append(l, mailimap_capability_new(MAILIMAP_CAPABILITY_NAME, NULL, xstrdup("QRESYNC")));
+	want = mailimap_capability_data_new(l);
+	r = mailimap_enable(s->m, want, &got);
+	mailimap_capability_data_free(want);
+	s->stats.commands = s->m->imap_tag;
+	if (r != MAILIMAP_NO_ERROR) {
+		if (got)
+			mailimap_capability_data_free(got);
+		if (fail(s, r, ERR_FOLDER, "ENABLE QRESYNC", e) < 0 && e->kind != ERR_FOLDER)
+			return -1;
+		log_info("%s: %s; using CONDSTORE", s->label, e->msg);	/* a tagged NO or BAD */
+		err_clear(e);
+		return 0;
+	}
+	for (clistiter *c = got ? clist_begin(got->cap_list) : NULL; c; c = clist_next(c)) {
+		const struct mailimap_capability *cap = clist_content(c);
+
+		if (cap->cap_type == MAILIMAP_CAPABILITY_NAME && cap->cap_data.cap_name &&
+		    !strcasecmp(cap->cap_data.cap_name, "QRESYNC"))
+			s->caps |= IMAP_CAP_QRESYNC_ON;
+	}
+	if (got)
+		mailimap_capability_data_free(got);
+	return 0;
+}
+
 static struct imap *session_new(const struct imap_opts *o)
 {
 	struct imap *s = xcalloc(1, sizeof *s);
@@ -923,6 +1262,10 @@ int imap_connect(const struct imap_opts *o, struct imap **s_r, struct err *e)
 		return -1;
 	}
 	caps_record(s);
+	if (enable_qresync(s, e) < 0) {
+		imap_close(&s);
+		return -1;
+	}
 	s->stats.commands = s->m->imap_tag;
 	log_debug(LOGC_IMAP, "%s: logged in to %s:%d, capabilities 0x%x", s->label, s->host,
 		  s->port, s->caps);
@@ -949,6 +1292,7 @@ void imap_close(struct imap **sp)
 	}
 	mailimap_free(s->m);
 	free(s->host);
+	free(s->sel_name);
 	free(s);
 }
 
@@ -1033,6 +1377,8 @@ int imap_examine(struct imap *s, const char *name, struct imap_selected *sel_r, 
 	if (check_alive(s, e) < 0)
 		return -1;
 	s->selected = false;
+	free(s->sel_name);
+	s->sel_name = NULL;
 	if (s->caps & IMAP_CAP_CONDSTORE)
 		r = mailimap_examine_condstore(s->m, name, &hms);
 	else
@@ -1040,6 +1386,8 @@ int imap_examine(struct imap *s, const char *name, struct imap_selected *sel_r, 
 	if (r != MAILIMAP_NO_ERROR)
 		return fail(s, r, ERR_FOLDER, "EXAMINE", e);
 	s->stats.commands = s->m->imap_tag;
+	if (check_numbers(s, &(size_t){ 0 }, "EXAMINE", e) < 0)
+		return -1;
 	si = s->m->imap_selection_info;
 	if (!si || !si->sel_uidvalidity)
 		return err_set(e, ERR_FOLDER, "EXAMINE: server sent no UIDVALIDITY");
@@ -1050,12 +1398,52 @@ int imap_examine(struct imap *s, const char *name, struct imap_selected *sel_r, 
 	sel_r->exists = si->sel_exists;
 	sel_r->highestmodseq = hms;
 	s->selected = true;
+	s->sel_name = xstrdup(name);
+	s->exists = s->lib_exists = si->sel_exists;
 	return 0;
+}
+
+/* ---- APPEND ---- */
+
+static int append_once(struct imap *s, const char *name, const char *msg, size_t len, bool *retry,
+		       struct err *e)
+{
+	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+	int r;
+
+	*retry = false;
+	mailimap_flag_list_add(fl, mailimap_flag_new_seen());
+	r = mailimap_append(s->m, name, fl, NULL, msg, len);
+	mailimap_flag_list_free(fl);
+	s->stats.commands = s->m->imap_tag;
+	if (r == MAILIMAP_NO_ERROR)
+		return 0;
+	*retry = r == MAILIMAP_ERROR_APPEND && s->m->imap_response_info &&
+		 s->m->imap_response_info->rsp_trycreate;
+	return fail(s, r, ERR_FOLDER, "APPEND", e);
+}
+
+int imap_append(struct imap *s, const char *name, const char *msg, size_t len, struct err *e)
+{
+	bool retry;
+	int r;
+
+	if (check_alive(s, e) < 0)
+		return -1;
+	if (append_once(s, name, msg, len, &retry, e) == 0)
+		return 0;
+	if (!retry)
+		return -1;
+	r = mailimap_create(s->m, name);
+	if (r != MAILIMAP_NO_ERROR)
+		return fail(s, r, ERR_FOLDER, "CREATE", e);
+	err_clear(e);
+	return append_once(s, name, msg, len, &retry, e);
 }
 
 /* ---- FETCH ---- */
 
-static struct mailimap_fetch_type *fetch_type_new(bool bodies)
+static struct mailimap_fetch_type *fetch_type_new(const struct imap *s, bool bodies)
 {
 	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
 
@@ -1064,6 +1452,8 @@ static struct mailimap_fetch_type *fetch_type_new(bool bodies)
 	if (bodies)
 		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate());
 	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_rfc822_size());
+	if (s->caps & IMAP_CAP_CONDSTORE)
+		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_modseq());
 	if (bodies)
 		mailimap_fetch_type_new_fetch_att_list_add(
 			ft, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(NULL)));
@@ -1083,6 +1473,7 @@ static int fetch_finish(struct imap *s, struct fetch_op *op, int r, clist *list,
 	}
 	s->op = NULL;
 	buf_free(&op->flags);
+	buf_free(&op->hdr);
 	free(op->seen);
 	free(op->ranges);
 	s->stats.commands = s->m->imap_tag;
@@ -1092,6 +1483,8 @@ static int fetch_finish(struct imap *s, struct fetch_op *op, int r, clist *list,
 	}
 	if (r != MAILIMAP_NO_ERROR)
 		return fail(s, r, ERR_FOLDER, what, e);
+	if (check_numbers(s, &op->scanned, what, e) < 0 || exists_check(s, what, e) < 0)
+		return -1;
 	/* A message missing from the remote view would look deleted on the
 	 * server: an incomplete answer must not pass for a complete one. */
 	if (op->kind == FETCH_META && op->seen_n != (size_t)op->hi - op->lo + 1)
@@ -1125,7 +1518,7 @@ int imap_fetch_meta(struct imap *s, uint32_t seq_lo, uint32_t seq_hi, imap_meta_
 	if (seq_lo == 0 || seq_hi < seq_lo)
 		return err_set(e, ERR_FOLDER, "invalid sequence range %u:%u", seq_lo, seq_hi);
 	set = mailimap_set_new_interval(seq_lo, seq_hi);
-	ft = fetch_type_new(false);
+	ft = fetch_type_new(s, false);
 	s->op = &op;
 	r = mailimap_fetch(s->m, set, ft, &list);
 	mailimap_fetch_type_free(ft);
@@ -1157,7 +1550,7 @@ int imap_fetch_bodies(struct imap *s, const struct uid_range *ranges, size_t nra
 	op.ranges = xmalloc(nranges * sizeof *op.ranges);
 	memcpy(op.ranges, ranges, nranges * sizeof *op.ranges);
 	op.nranges = ranges_normalise(op.ranges, nranges);
-	ft = fetch_type_new(true);
+	ft = fetch_type_new(s, true);
 	s->op = &op;
 	r = mailimap_uid_fetch(s->m, set, ft, &list);
 	mailimap_fetch_type_free(ft);
@@ -1177,4 +1570,457 @@ void uid_ranges_format(const struct uid_range *r, size_t n, struct buf *out)
 	}
 	if (!out->p)
 		buf_add(out, "", 0);
+}
+
+/* ---- STATUS ---- */
+
+static void status_item(const struct mailimap_status_info *si, struct imap_status *st)
+{
+	const struct mailimap_extension_data *x = si->st_ext_data;
+
+	switch (si->st_att) {
+	case MAILIMAP_STATUS_ATT_UIDVALIDITY:
+		st->uidvalidity = si->st_value;
+		st->have |= IMAP_ST_UIDVALIDITY;
+		break;
+	case MAILIMAP_STATUS_ATT_UIDNEXT:
+		st->uidnext = si->st_value;
+		st->have |= IMAP_ST_UIDNEXT;
+		break;
+	case MAILIMAP_STATUS_ATT_MESSAGES:
+		st->messages = si->st_value;
+		st->have |= IMAP_ST_MESSAGES;
+		break;
+	case MAILIMAP_STATUS_ATT_EXTENSION:	/* HIGHESTMODSEQ comes back this way (LIBETPAN.md 2) */
+		if (x && x->ext_extension && x->ext_extension->ext_id == MAILIMAP_EXTENSION_CONDSTORE &&
+		    x->ext_type == MAILIMAP_CONDSTORE_TYPE_STATUS_INFO && x->ext_data) {
+			st->highestmodseq = ((const struct mailimap_condstore_status_info *)x->ext_data)
+						    ->cs_highestmodseq_value;
+			st->have |= IMAP_ST_HIGHESTMODSEQ;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+int imap_status(struct imap *s, const char *name, struct imap_status *st_r, struct err *e)
+{
+	struct mailimap_status_att_list *al;
+	struct mailimap_mailbox_data_status *st = NULL;
+	int r;
+
+	memset(st_r, 0, sizeof *st_r);
+	err_clear(e);
+	if (check_alive(s, e) < 0)
+		return -1;
+	/* RFC 3501 6.3.10: STATUS of the selected mailbox may be stale (Dovecot
+	 * answers [CLIENTBUG] with the session's old view: a push pass of the
+	 * folder the last pass left selected saw no change).  Ask nothing. */
+	if (s->selected && s->sel_name && !strcmp(s->sel_name, name))
+		return 0;
+	al = mailimap_status_att_list_new_empty();
+	mailimap_status_att_list_add(al, MAILIMAP_STATUS_ATT_UIDVALIDITY);
+	mailimap_status_att_list_add(al, MAILIMAP_STATUS_ATT_UIDNEXT);
+	mailimap_status_att_list_add(al, MAILIMAP_STATUS_ATT_MESSAGES);
+	if (s->caps & IMAP_CAP_CONDSTORE)
+		mailimap_status_att_list_add(al, MAILIMAP_STATUS_ATT_HIGHESTMODSEQ);
+	r = mailimap_status(s->m, name, al, &st);
+	mailimap_status_att_list_free(al);
+	s->stats.commands = s->m->imap_tag;
+	if (r != MAILIMAP_NO_ERROR)
+		return fail(s, r, ERR_FOLDER, "STATUS", e);
+	if (check_numbers(s, &(size_t){ 0 }, "STATUS", e) < 0 || exists_check(s, "STATUS", e) < 0) {
+		mailimap_mailbox_data_status_free(st);
+		return -1;
+	}
+	for (clistiter *c = st ? clist_begin(st->st_info_list) : NULL; c; c = clist_next(c))
+		if (clist_content(c))
+			status_item(clist_content(c), st_r);
+	if (st)
+		mailimap_mailbox_data_status_free(st);
+	return 0;
+}
+
+/* ---- incremental FETCHes ---- */
+
+int imap_fetch_uid_meta(struct imap *s, uint32_t lo, imap_meta_cb *cb, void *ctx, struct err *e)
+{
+	struct fetch_op op = { .kind = FETCH_UIDMETA, .e = e, .lo = lo, .cb = cb, .ctx = ctx };
+	struct mailimap_set *set;
+	struct mailimap_fetch_type *ft;
+	clist *list = NULL;
+	int r;
+
+	err_clear(e);
+	if (fetch_check(s, e) < 0)
+		return -1;
+	if (lo == 0)
+		return err_set(e, ERR_FOLDER, "invalid UID range 0:*");
+	set = mailimap_set_new_interval(lo, 0);	/* 0 = "*" */
+	ft = fetch_type_new(s, false);
+	s->op = &op;
+	r = mailimap_uid_fetch(s->m, set, ft, &list);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	return fetch_finish(s, &op, r, list, "UID FETCH", e);
+}
+
+/* Hands the VANISHED ranges of the last response to vcb, clipped to lo:hi (an
+ * unsolicited VANISHED may name UIDs we did not ask about; they do not concern
+ * the caller).  VAN is the one libetpan took out of the list. */
+static int vanished_deliver(struct imap *s, const struct mailimap_qresync_vanished *van,
+			    uint32_t lo, uint32_t hi, imap_vanished_cb *vcb, void *ctx, struct err *e)
+{
+	const struct mailimap_response_info *ri = s->m->imap_response_info;
+	const struct mailimap_qresync_vanished *v = van;
+	clistiter *c = ri ? clist_begin(ri->rsp_extension_list) : NULL;
+
+	for (;;) {
+		for (clistiter *k = v && v->qr_known_uids ? clist_begin(v->qr_known_uids->set_list)
+							   : NULL; k; k = clist_next(k)) {
+			const struct mailimap_set_item *it = clist_content(k);
+			uint32_t a = it->set_first, b = it->set_last;
+
+			if (a == 0 || b == 0)	/* "*" is not allowed in known-uids */
+				return err_set(e, ERR_PROTO, "VANISHED with \"*\" or UID 0");
+			if (a > b) {
+				uint32_t t = a;
+				a = b;
+				b = t;
+			}
+			if (b < lo || a > hi)
+				continue;
+			if (vcb(a < lo ? lo : a, b > hi ? hi : b, ctx) != 0) {
+				if (e->kind == ERR_NONE)
+					err_set(e, ERR_PROTO, "VANISHED aborted by its callback");
+				return -1;
+			}
+		}
+		/* the others libetpan left in the response (it hands out only the first) */
+		for (v = NULL; c && !v; c = clist_next(c)) {
+			const struct mailimap_extension_data *x = clist_content(c);
+
+			if (x && x->ext_extension && x->ext_extension->ext_id == MAILIMAP_EXTENSION_QRESYNC &&
+			    x->ext_type == MAILIMAP_QRESYNC_TYPE_VANISHED && x->ext_data)
+				v = x->ext_data;
+		}
+		if (!v)
+			return 0;
+	}
+}
+
+int imap_fetch_changed(struct imap *s, uint32_t lo, uint32_t hi, uint64_t since, imap_meta_cb *cb,
+		       imap_vanished_cb *vcb, void *ctx, struct err *e)
+{
+	struct fetch_op op = { .kind = FETCH_CHANGED, .e = e, .lo = lo, .hi = hi, .cb = cb,
+			       .ctx = ctx };
+	struct mailimap_qresync_vanished *van = NULL;
+	struct mailimap_set *set;
+	struct mailimap_fetch_type *ft;
+	clist *list = NULL;
+	bool qresync = s->caps & IMAP_CAP_QRESYNC_ON;
+	int r;
+
+	err_clear(e);
+	if (fetch_check(s, e) < 0)
+		return -1;
+	if (!(s->caps & IMAP_CAP_CONDSTORE) || since == 0)
+		return err_set(e, ERR_FOLDER, "CHANGEDSINCE without CONDSTORE or without a MODSEQ");
+	if (lo == 0 || hi < lo)
+		return err_set(e, ERR_FOLDER, "invalid UID range %u:%u", lo, hi);
+	set = mailimap_set_new_interval(lo, hi);
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_flags());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_modseq());
+	s->op = &op;
+	/* libetpan frees list and van itself on a tagged NO: only touched on success */
+	if (qresync)
+		r = mailimap_uid_fetch_qresync(s->m, set, ft, since, &list, &van);
+	else
+		r = mailimap_uid_fetch_changedsince(s->m, set, ft, since, &list);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR)
+		van = NULL;	/* freed by libetpan, or never set */
+	if (fetch_finish(s, &op, r, list, "UID FETCH CHANGEDSINCE", e) < 0) {
+		if (van)
+			mailimap_qresync_vanished_free(van);
+		return -1;
+	}
+	r = qresync ? vanished_deliver(s, van, lo, hi, vcb, ctx, e) : 0;
+	if (van)
+		mailimap_qresync_vanished_free(van);
+	if (r < 0 && e->kind == ERR_PROTO)
+		s->dead = true;
+	return r;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int imap_uid_search(struct imap *s, uint32_t lo, uint32_t hi, uint32_t **uids_r, size_t *n_r,
+		    struct err *e)
+{
+	struct mailimap_search_key *key;
+	clist *res = NULL;
+	uint32_t *v;
+	size_t n = 0;
+	int r;
+
+	*uids_r = NULL;
+	*n_r = 0;
+	err_clear(e);
+	if (fetch_check(s, e) < 0)
+		return -1;
+	if (lo == 0 || hi < lo)
+		return err_set(e, ERR_FOLDER, "invalid UID range %u:%u", lo, hi);
+	key = mailimap_search_key_new_uid(mailimap_set_new_interval(lo, hi));
+	r = mailimap_uid_search(s->m, NULL, key, &res);
+	mailimap_search_key_free(key);
+	s->stats.commands = s->m->imap_tag;
+	if (r != MAILIMAP_NO_ERROR)	/* res is the library's (freed) on a NO */
+		return fail(s, r, ERR_FOLDER, "UID SEARCH", e);
+	if (check_numbers(s, &(size_t){ 0 }, "UID SEARCH", e) < 0 ||
+	    exists_check(s, "UID SEARCH", e) < 0) {
+		mailimap_search_result_free(res);
+		return -1;
+	}
+	v = xmalloc((res ? clist_count(res) : 0) * sizeof *v + 1);
+	for (clistiter *c = res ? clist_begin(res) : NULL; c; c = clist_next(c)) {
+		uint32_t u = *(const uint32_t *)clist_content(c);
+
+		if (u < lo || u > hi) {
+			mailimap_search_result_free(res);
+			free(v);
+			s->dead = true;
+			return err_set(e, ERR_PROTO, "UID SEARCH: server sent UID %u, outside %u:%u", u,
+				       lo, hi);
+		}
+		v[n++] = u;
+	}
+	if (res)
+		mailimap_search_result_free(res);
+	qsort(v, n, sizeof *v, cmp_u32);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!k || v[i] != v[k - 1])
+			v[k++] = v[i];
+	*uids_r = v;
+	*n_r = k;
+	return 0;
+}
+
+int imap_fetch_keys(struct imap *s, const struct uid_range *ranges, size_t nranges,
+		    imap_key_cb *cb, void *ctx, struct err *e)
+{
+	struct fetch_op op = { .kind = FETCH_KEYS, .e = e, .kcb = cb, .ctx = ctx };
+	struct mailimap_set *set;
+	struct mailimap_fetch_type *ft;
+	clist *hl, *list = NULL;
+	int r;
+
+	err_clear(e);
+	if (fetch_check(s, e) < 0)
+		return -1;
+	if (nranges == 0)
+		return 0;
+	for (size_t i = 0; i < nranges; i++)
+		if (ranges[i].lo == 0 || ranges[i].hi < ranges[i].lo)
+			return err_set(e, ERR_FOLDER, "invalid UID range %u:%u", ranges[i].lo,
+				       ranges[i].hi);
+	set = mailimap_set_new_empty();
+	for (size_t i = 0; i < nranges; i++)
+		mailimap_set_add_interval(set, ranges[i].lo, ranges[i].hi);
+	op.ranges = xmalloc(nranges * sizeof *op.ranges);
+	memcpy(op.ranges, ranges, nranges * sizeof *op.ranges);
+	op.nranges = ranges_normalise(op.ranges, nranges);
+	hl = clist_new();
+	clist_append(hl, xstrdup("MESSAGE-ID"));
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_rfc822_size());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate());
+	mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_body_peek_section(
+			    mailimap_section_new_header_fields(mailimap_header_list_new(hl))));
+	s->op = &op;
+	r = mailimap_uid_fetch(s->m, set, ft, &list);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	return fetch_finish(s, &op, r, list, "UID FETCH (Message-ID)", e);
+}
+
+/* ---- IDLE ---- */
+
+/* A line that ends with a literal announcement "{n}" or "{n+}": n, else -1. */
+static long line_literal(const char *line)
+{
+	size_t n = strlen(line);
+	long v = 0, mul = 1;
+
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	if (n < 3 || line[n - 1] != '}')
+		return -1;
+	n--;
+	if (line[n - 1] == '+')
+		n--;
+	for (; n > 0 && line[n - 1] >= '0' && line[n - 1] <= '9' && mul <= 100000000; n--, mul *= 10)
+		v += (line[n - 1] - '0') * mul;
+	return n > 0 && line[n - 1] == '{' ? v : -1;
+}
+
+/* Reads and drops n bytes of a literal (bounded by the caller). */
+static int skip_literal(struct imap *s, long n, struct err *e)
+{
+	char buf[4096];
+
+	while (n > 0) {
+		ssize_t r = mailstream_read(s->m->imap_stream, buf,
+					    (size_t)n < sizeof buf ? (size_t)n : sizeof buf);
+
+		if (r <= 0) {
+			s->dead = true;
+			return err_set(e, ERR_NET, "IDLE: connection to %s lost", s->host);
+		}
+		n -= r;
+	}
+	return 0;
+}
+
+/*
+ * LIBETPAN.md 3: IDLE started by hand.  mailimap_idle() parses one untagged
+ * response before the "+" and then blocks (issue #393); here every line before
+ * the "+" is read: an untagged one means "something changed, sync after DONE",
+ * a tagged one means IDLE was refused.
+ */
+int imap_idle_start(struct imap *s, struct err *e)
+{
+	mailstream *st;
+	bool cont = false;
+	char text[256];
+	int r;
+
+	err_clear(e);
+	if (check_alive(s, e) < 0)
+		return -1;
+	if (!s->selected || !s->m->imap_selection_info)
+		return err_set(e, ERR_FOLDER, "IDLE without a selected folder");
+	if (!(s->caps & IMAP_CAP_IDLE))
+		return err_set(e, ERR_FOLDER, "%s does not offer IDLE", s->host);
+	st = s->m->imap_stream;
+	s->m->imap_selection_info->sel_has_exists = 0;
+	s->m->imap_selection_info->sel_has_recent = 0;
+	s->idle_changed = s->unsolicited = false;
+	r = mailimap_send_current_tag(s->m);
+	if (r != MAILIMAP_NO_ERROR)
+		return fail(s, r, ERR_NET, "IDLE", e);
+	if (mailstream_write(st, "IDLE\r\n", 6) != 6 || mailstream_flush(st) < 0) {
+		s->dead = true;
+		return err_set(e, ERR_NET, "IDLE: connection to %s lost", s->host);
+	}
+	s->stats.commands = s->m->imap_tag;
+	for (;;) {
+		char *line = mailimap_read_line(s->m);
+		long lit;
+
+		if (!line) {
+			s->dead = true;
+			return err_set(e, ERR_NET, "IDLE: connection to %s lost or timed out", s->host);
+		}
+		if (!cont && line[0] == '+')
+			break;
+		if (!cont && line[0] != '*') {	/* the tagged answer: IDLE refused */
+			const char *sp = strchr(line, ' ');
+
+			clean_copy(text, sizeof text, sp ? sp + 1 : line, strcspn(sp ? sp + 1 : line, "\r\n"));
+			return err_set(e, ERR_FOLDER, "IDLE refused by %s: %s", s->host, text);
+		}
+		if (!cont)
+			s->idle_changed = true;
+		lit = line_literal(line);
+		if (lit > 1024 * 1024) {
+			s->dead = true;
+			return err_set(e, ERR_PROTO, "IDLE: a %ld-byte literal before the continuation",
+				       lit);
+		}
+		if (lit >= 0 && skip_literal(s, lit, e) < 0)
+			return -1;
+		cont = lit >= 0;
+	}
+	s->idling = true;
+	return 0;
+}
+
+int imap_idle_fd(const struct imap *s)
+{
+	if (s->dead || !s->m->imap_stream)
+		return -1;
+	return mailimap_idle_get_fd(s->m);
+}
+
+int imap_idle_wait(struct imap *s, int timeout_ms, int cancel_fd, struct err *e)
+{
+	struct pollfd p[2] = { { .fd = imap_idle_fd(s), .events = POLLIN },
+			       { .fd = cancel_fd, .events = POLLIN } };
+	int r;
+
+	err_clear(e);
+	if (!s->idling)
+		return err_set(e, ERR_PROTO, "imap_idle_wait without imap_idle_start");
+	/* what libetpan already read is invisible to poll() (LIBETPAN.md 3) */
+	if (s->idle_changed || s->m->imap_stream->read_buffer_len > 0)
+		return 1;
+	if (p[0].fd < 0) {
+		s->dead = true;
+		return err_set(e, ERR_NET, "IDLE: no connection to %s", s->host);
+	}
+	r = poll(p, cancel_fd >= 0 ? 2 : 1, timeout_ms);
+	if (r < 0)
+		return errno == EINTR ? 0 : err_sys(e, ERR_LOCAL, "poll");
+	if (r == 0)
+		return 0;
+	if (cancel_fd >= 0 && (p[1].revents & POLLIN))
+		return 2;
+	if (p[0].revents & POLLIN)
+		return 1;
+	s->dead = true;	/* POLLERR / POLLHUP without data */
+	return err_set(e, ERR_NET, "IDLE: connection to %s lost", s->host);
+}
+
+int imap_idle_done(struct imap *s, bool *changed_r, struct err *e)
+{
+	const struct mailimap_response_info *ri;
+	size_t scanned = 0;
+	int r;
+
+	err_clear(e);
+	if (changed_r)
+		*changed_r = false;
+	if (!s->idling)
+		return err_set(e, ERR_PROTO, "imap_idle_done without imap_idle_start");
+	s->idling = false;
+	r = mailimap_idle_done(s->m);
+	s->stats.commands = s->m->imap_tag;
+	if (r == MAILIMAP_ERROR_EXTENSION) {	/* NO or BAD to DONE: nonsense */
+		s->dead = true;
+		return err_set(e, ERR_PROTO, "IDLE: %s refused DONE", s->host);
+	}
+	if (r != MAILIMAP_NO_ERROR)
+		return fail(s, r, ERR_NET, "IDLE", e);
+	if (check_numbers(s, &scanned, "IDLE", e) < 0 || exists_check(s, "IDLE", e) < 0)
+		return -1;
+	ri = s->m->imap_response_info;
+	if (changed_r)
+		*changed_r = s->idle_changed || s->unsolicited ||
+			     s->m->imap_selection_info->sel_has_exists ||
+			     (ri && ri->rsp_expunged && clist_count(ri->rsp_expunged) > 0) ||
+			     vanished_count(s, false) > 0 || vanished_count(s, true) > 0;
+	return 0;
 }

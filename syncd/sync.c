@@ -1,7 +1,17 @@
 /*
  * sync.c -- one pass over one folder.
  *
- * Order of a pass, and why:
+ * Which pass (sync_folder):
+ *  - CONDSTORE and a complete earlier pass: STATUS first; when UIDVALIDITY,
+ *    UIDNEXT, HIGHESTMODSEQ and the message count all match the index, the
+ *    folder is not even selected (incr.c).  An unchanged account costs one
+ *    command per folder.
+ *  - UIDVALIDITY changed: re-match, then a full pass (rematch.c).
+ *  - CONDSTORE / QRESYNC and a recorded HIGHESTMODSEQ: the incremental pass
+ *    (incr.c), which falls back to the full one when the views disagree.
+ *  - Otherwise the full pass below.
+ *
+ * Order of a full pass, and why:
  *  1. EXAMINE (read-only: a backup must never change \Recent or anything else).
  *  2. The remote view, in sequence-number batches of META_BATCH so that neither
  *     libetpan's line buffer nor ours grows with one huge response.
@@ -14,35 +24,23 @@
  *     fetches only the rest.
  *  6. The folder state (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, last sync) last: it
  *     claims the pass is complete, so it must come after everything it covers.
+ *     HIGHESTMODSEQ is the one EXAMINE reported, so a change made during the
+ *     pass is seen again by the next one; UIDNEXT never passes a message that
+ *     could not be downloaded (sync_watermark).
+ *
+ * Before step 4 the mass-deletion guard may stop the folder: a pass that would
+ * remove more than half of it (and at least 100 messages) changes nothing and
+ * is recorded until the user accepts it (mailferry sync --allow-mass-delete).
  */
-#include "sync.h"
-#include "plan.h"
+#include "sync-int.h"
 #include "pipe.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define META_BATCH 2000
-#define BODY_BATCH_COUNT 1000
-#define BODY_BATCH_BYTES (32 * 1024 * 1024)
+const struct plan_limits sync_limits = { BODY_BATCH_COUNT, BODY_BATCH_BYTES };
 
-/* Remote flag strings repeat a lot (a folder has a handful of combinations):
- * keep one copy of each, bounded so a hostile server cannot make it quadratic. */
-#define FLAG_POOL_MAX 64
-
-struct remote_view {
-	struct rmsg *m;
-	size_t n, cap;
-	char *pool[FLAG_POOL_MAX];
-	size_t npool;
-	char **extra;		/* flag strings past the pool */
-	size_t nextra;
-	uint32_t lo, hi;	/* sequence range of the current command */
-	uint32_t uidnext;	/* from EXAMINE, 0 = unknown */
-	struct err *e;
-};
-
-static const char *rv_flags(struct remote_view *rv, const char *raw)
+const char *rv_flags(struct remote_view *rv, const char *raw)
 {
 	char *c = flags_canon(raw);
 
@@ -57,7 +55,7 @@ static const char *rv_flags(struct remote_view *rv, const char *raw)
 	return rv->extra[rv->nextra++] = c;
 }
 
-static void rv_free(struct remote_view *rv)
+void rv_free(struct remote_view *rv)
 {
 	for (size_t i = 0; i < rv->npool; i++)
 		free(rv->pool[i]);
@@ -67,7 +65,7 @@ static void rv_free(struct remote_view *rv)
 	free(rv->m);
 }
 
-static int rv_add(const struct imap_msginfo *mi, void *ctx)
+int rv_add(const struct imap_msginfo *mi, void *ctx)
 {
 	struct remote_view *rv = ctx;
 
@@ -84,12 +82,13 @@ static int rv_add(const struct imap_msginfo *mi, void *ctx)
 	rv->m[rv->n].uid = mi->uid;
 	rv->m[rv->n].flags = rv_flags(rv, mi->flags);
 	rv->m[rv->n].size = mi->size;
+	rv->m[rv->n].modseq = mi->modseq;
 	rv->n++;
 	return 0;
 }
 
-static int scan_remote(struct imap *imap, const struct imap_selected *sel, struct remote_view *rv,
-		       struct err *e)
+int scan_remote(struct imap *imap, const struct imap_selected *sel, struct remote_view *rv,
+		struct err *e)
 {
 	rv->uidnext = sel->uidnext;
 	rv->e = e;
@@ -103,6 +102,11 @@ static int scan_remote(struct imap *imap, const struct imap_selected *sel, struc
 			return -1;
 	}
 	return 0;
+}
+
+bool sync_stop_requested(const struct sync_hooks *h)
+{
+	return h && h->stop && h->stop(h->ctx);
 }
 
 /* ---- bodies ---- */
@@ -163,7 +167,8 @@ static int apply_changes(const struct sync_folder_args *a, const struct store_fo
 	if (store_batch_begin(a->st, f, &b, e) < 0)
 		return -1;
 	for (size_t i = 0; i < p->nflags; i++)
-		if (store_batch_flags(b, p->flags[i].uid, p->flags[i].flags, 0, e) < 0)
+		if (store_batch_flags(b, p->flags[i].uid, p->flags[i].flags, p->flags[i].modseq,
+				      e) < 0)
 			goto fail;
 	for (size_t i = 0; i < p->nvanished; i++)
 		if (store_batch_vanished(b, p->vanished[i], a->acct->expunge, now, e) < 0)
@@ -178,70 +183,173 @@ fail:
 	return -1;
 }
 
-static int record_state(const struct sync_folder_args *a, const struct store_folder *f,
-			const struct imap_selected *sel, struct err *e)
+int sync_record_state(const struct sync_folder_args *a, const struct store_folder *f,
+		      uint32_t uidvalidity, uint32_t uidnext, uint64_t highestmodseq,
+		      bool pass_complete, struct err *e)
 {
 	struct store_batch *b;
 
 	if (store_batch_begin(a->st, f, &b, e) < 0)
 		return -1;
-	store_batch_folder_state(b, sel->uidvalidity, sel->uidnext, sel->highestmodseq, true);
+	store_batch_folder_state(b, uidvalidity, uidnext, highestmodseq, pass_complete);
 	return store_batch_commit(&b, e);
 }
 
-static int run_plan(const struct sync_folder_args *a, struct store_folder *f,
-		    const struct remote_view *rv, struct sync_stats *s, struct err *e)
+int sync_watermark(const struct sync_folder_args *a, const struct store_folder *f,
+		   const struct rmsg *r, size_t nr, uint32_t server_uidnext, uint32_t *uidnext_r,
+		   struct err *e)
+{
+	struct store_lmsg *l = NULL;
+	size_t nl = 0, j = 0;
+	uint32_t w = server_uidnext;
+
+	if (!w && nr)	/* the server named none: past the highest UID it listed */
+		w = r[nr - 1].uid == UINT32_MAX ? UINT32_MAX : r[nr - 1].uid + 1;
+	if (store_lmsg_list(a->st, f->id, &l, &nl, e) < 0)
+		return -1;
+	for (size_t i = 0; i < nr && r[i].uid < w; i++) {	/* both by UID */
+		while (j < nl && l[j].uid < r[i].uid)
+			j++;
+		if (j >= nl || l[j].uid != r[i].uid) {
+			log_info("%s: UID %u is not stored yet: the next pass asks again from there",
+				 a->label, r[i].uid);
+			w = r[i].uid;
+		}
+	}
+	store_lmsg_free(l, nl);
+	*uidnext_r = w;
+	return 0;
+}
+
+int sync_guard(const struct sync_folder_args *a, const struct store_folder *f, size_t nremove,
+	       size_t nlive, struct err *e)
+{
+	if (!plan_guard_trips(nremove, nlive))
+		return 0;
+	if (f->allow_mass_delete) {
+		log_notice("%s: removing %zu of %zu messages, as accepted by the user", a->label,
+			   nremove, nlive);
+		return 0;
+	}
+	if (store_folder_set_guard(a->st, f->id, now_sec(), (int64_t)nremove, (int64_t)nlive, e) < 0)
+		return -1;
+	return err_set(e, ERR_FOLDER, "mass deletion held back: the server no longer has %zu of the "
+		       "%zu messages; nothing was changed (to accept: mailferry -a %s sync "
+		       "--allow-mass-delete --folder '%s')", nremove, nlive, a->acct->name,
+		       f->display);
+}
+
+/* After a complete pass: the guard is over, the acceptance used. */
+static int guard_done(const struct sync_folder_args *a, const struct store_folder *f,
+		      struct err *e)
+{
+	if (f->guard_at && store_folder_set_guard(a->st, f->id, 0, 0, 0, e) < 0)
+		return -1;
+	if (f->allow_mass_delete && store_folder_allow_mass_delete(a->st, f->id, 0, e) < 0)
+		return -1;
+	return 0;
+}
+
+int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
+		 const struct plan *p, struct sync_stats *s, struct err *e)
+{
+	if (apply_changes(a, f, p, s, e) < 0)
+		return -1;
+	if (p->nrevived) {
+		/* UIDs are never reused: the server has them after all (an earlier
+		 * answer was wrong).  Converge to what it says now. */
+		log_warn("%s: server lists again %zu UIDs it had removed; marking them present",
+			 a->label, p->nrevived);
+		if (store_undelete(a->st, f, p->revived, p->nrevived, e) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < p->nbatches; i++) {
+		/* between durable batches: the daemon may want the line (shutdown, a push) */
+		if (sync_stop_requested(a->hooks))
+			return err_set(e, ERR_STOPPED, "stopped after %zu of %zu batches", i,
+				       p->nbatches);
+		if (fetch_batch(a, f, &p->batches[i], s, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int sync_full(const struct sync_folder_args *a, struct store_folder *f,
+	      const struct imap_selected *sel, struct remote_view *rv, bool rematched,
+	      struct sync_stats *s, struct err *e)
 {
 	struct store_lmsg *lm = NULL;
-	size_t nl = 0;
+	size_t nl = 0, nlive = 0;
 	struct plan p;
-	const struct plan_limits lim = { BODY_BATCH_COUNT, BODY_BATCH_BYTES };
+	uint32_t uidnext;
 	int rc = -1;
 
 	if (store_lmsg_list(a->st, f->id, &lm, &nl, e) < 0)
 		return -1;
-	if (plan_folder(rv->m, rv->n, lm, nl, &lim, &p) < 0) {
+	if (nl == 0 && !rematched) {	/* a first pass: what do we have already? */
+		int n = rematch_first(a, f, rv, e);
+
+		if (n < 0) {
+			store_lmsg_free(lm, nl);
+			return -1;
+		}
+		if (n > 0) {
+			store_lmsg_free(lm, nl);
+			if (store_lmsg_list(a->st, f->id, &lm, &nl, e) < 0)
+				return -1;
+		}
+	}
+	if (plan_folder(rv->m, rv->n, lm, nl, &sync_limits, &p) < 0) {
 		store_lmsg_free(lm, nl);
 		return err_set(e, ERR_PROTO, "server UIDs are not ascending");
 	}
-	log_debug(LOGC_SYNC, "%s: remote %zu local %zu: fetch %zu (%lld bytes in %zu batches), "
-		  "flags %zu, vanished %zu", a->label, rv->n, nl, p.nfetch, (long long)p.fetch_bytes,
-		  p.nbatches, p.nflags, p.nvanished);
-	if (p.nrevived)
-		log_warn("%s: server lists again %zu UIDs it had removed; keeping them marked deleted",
-			 a->label, p.nrevived);
-	if (apply_changes(a, f, &p, s, e) < 0)
+	for (size_t i = 0; i < nl; i++)
+		nlive += !lm[i].deleted;
+	log_debug(LOGC_SYNC, "%s: full: remote %zu local %zu: fetch %zu (%lld bytes in %zu "
+		  "batches), flags %zu, vanished %zu", a->label, rv->n, nl, p.nfetch,
+		  (long long)p.fetch_bytes, p.nbatches, p.nflags, p.nvanished);
+	if (sync_guard(a, f, p.nvanished, nlive, e) < 0 || sync_execute(a, f, &p, s, e) < 0 ||
+	    rematch_cleanup(a, f, e) < 0 ||
+	    sync_watermark(a, f, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0)
 		goto out;
-	for (size_t i = 0; i < p.nbatches; i++)
-		if (fetch_batch(a, f, &p.batches[i], s, e) < 0)
-			goto out;
-	rc = 0;
+	rc = sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e);
 out:
 	plan_free(&p);
 	store_lmsg_free(lm, nl);
 	return rc;
 }
 
-int sync_folder(const struct sync_folder_args *a, struct store_folder *f, struct sync_stats *s,
-		struct err *e)
+static int pass(const struct sync_folder_args *a, struct store_folder *f,
+		struct sync_stats *s, struct err *e)
 {
 	struct imap_selected sel;
 	struct remote_view rv = { 0 };
-	int rc = -1;
+	int rc;
 
-	memset(s, 0, sizeof *s);
+	rc = incr_unchanged(a, f, e);
+	if (rc != 0)
+		return rc < 0 ? -1 : store_folder_touch(a->st, f->id, now_sec(), e);
 	if (imap_examine(a->imap, f->imap_name, &sel, e) < 0)
 		return -1;
 	if (f->uidvalidity && f->uidvalidity != sel.uidvalidity)
-		return err_set(e, ERR_FOLDER, "UIDVALIDITY changed from %u to %u: folder left as it "
-			       "is (re-matching a reset folder is not implemented yet)",
-			       f->uidvalidity, sel.uidvalidity);
-	if (scan_remote(a->imap, &sel, &rv, e) < 0)
-		goto out;
-	if (run_plan(a, f, &rv, s, e) < 0)
-		goto out;
-	rc = record_state(a, f, &sel, e);
-out:
+		return rematch_reset(a, f, &sel, s, e);
+	rc = incr_folder(a, f, &sel, s, e);
+	if (rc <= 0)
+		return rc;
+	if (scan_remote(a->imap, &sel, &rv, e) == 0)
+		rc = sync_full(a, f, &sel, &rv, false, s, e);
+	else
+		rc = -1;
 	rv_free(&rv);
 	return rc;
+}
+
+int sync_folder(const struct sync_folder_args *a, struct store_folder *f, struct sync_stats *s,
+		struct err *e)
+{
+	memset(s, 0, sizeof *s);
+	err_clear(e);
+	if (pass(a, f, s, e) < 0)
+		return -1;
+	return guard_done(a, f, e);
 }

@@ -1,12 +1,15 @@
 /*
  * sync.h -- one pass over one folder (sync.c) and over one account (account.c).
  *
- * A folder pass: EXAMINE, scan the remote view (UID FLAGS RFC822.SIZE) in
- * sequence-number batches, plan against the index (plan.c), apply flag changes
- * and deletions in one durable batch, then download the missing bodies in
- * UID-range batches bounded by count and bytes, each batch durable on its own.
+ * A folder pass: nothing but a STATUS when CONDSTORE says nothing changed;
+ * otherwise EXAMINE, then what changed (CHANGEDSINCE / VANISHED: incr.c) or the
+ * full remote view (UID FLAGS RFC822.SIZE in sequence-number batches), a plan
+ * against the index (plan.c), flag changes and deletions in one durable batch
+ * (unless the mass-deletion guard holds them back), then the missing bodies in
+ * UID-range batches bounded by count and bytes, each batch durable on its own,
+ * and the folder state last.  A changed UIDVALIDITY is re-matched (rematch.c).
  * A pass interrupted at any point resumes from the index: nothing committed is
- * fetched again.
+ * fetched again.  sync.c explains the order.
  */
 #ifndef MF_SYNC_H
 #define MF_SYNC_H
@@ -18,12 +21,34 @@ struct sync_stats {
 	int64_t fetched, fetched_bytes, flags_changed, vanished;
 };
 
+/*
+ * What the live daemon (daemon.c) hooks into a pass; every member is optional
+ * and mailferryd --once passes none.  Called from the pass's own thread.
+ */
+struct sync_hooks {
+	/* Asked between durable batches and between folders: true ends the pass
+	 * right there with ERR_STOPPED (shutdown, or a push to serve first). */
+	bool (*stop)(void *ctx);
+	/* A full pass skips FOLDER (display name) when this says so: the daemon
+	 * resumes a round a push interrupted with the folders it has not done. */
+	bool (*skip)(void *ctx, const char *folder);
+	/* Folder I of N (from 1) begins / ended (e NULL when it synced). */
+	void (*folder_begin)(void *ctx, const char *folder, int i, int n);
+	void (*folder_end)(void *ctx, const char *folder, const struct sync_stats *s,
+			   const struct err *e);
+	void *ctx;
+};
+
 struct sync_folder_args {
 	struct imap *imap;
 	struct store *st;
 	const struct conf_account *acct;
 	const char *label;	/* "account/folder" for log lines */
+	const struct sync_hooks *hooks;	/* NULL = none */
 };
+
+/* True when the hooks ask the pass to stop (sync.c, account.c). */
+bool sync_stop_requested(const struct sync_hooks *h);
 
 /* Syncs folder f (its row from store_folder_get).  ERR_FOLDER leaves the session
  * usable; ERR_NET / ERR_PROTO mean the session is dead; ERR_LOCAL stops writing. */
@@ -34,5 +59,36 @@ int sync_folder(const struct sync_folder_args *a, struct store_folder *f, struct
  * logged and counted; returns -1 (with e) when the account could not be synced
  * completely. */
 int sync_account(const struct conf *c, const struct conf_account *a, struct err *e);
+
+/*
+ * What the daemon keeps from one pass to the next: the account's store (its
+ * lock held for the daemon's life) and one IMAP session.  Both are owned by
+ * the struct; a NULL member is "not open".
+ */
+struct sync_session {
+	struct store *st;
+	struct imap *imap;
+};
+
+/* Opens what is not open yet: the store, then the secret and the IMAP session.
+ * Errors are those of store_open / secret_get / imap_connect. */
+int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
+		      struct err *e);
+/* Closes the IMAP session (LOGOUT when healthy), keeps the store. */
+void sync_session_disconnect(struct sync_session *ss);
+/* Closes both. */
+void sync_session_close(struct sync_session *ss);
+
+/*
+ * One pass over an account whose session is open (sync_session_open).
+ * FOLDERS: NULL = every selected folder the server lists (and folders gone from
+ * the server are marked); otherwise only these display names, found in the
+ * index without a LIST when known there.  Returns 0, or -1 with e: ERR_STOPPED
+ * when the hooks stopped it, ERR_FOLDER when some folders failed (the others
+ * synced), anything else when the pass could not go on (after ERR_NET /
+ * ERR_PROTO the IMAP session is dead: sync_session_disconnect it).
+ */
+int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
+		      const char *const *folders, const struct sync_hooks *h, struct err *e);
 
 #endif

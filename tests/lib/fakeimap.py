@@ -7,7 +7,8 @@ create: hostile folder names, and (through --fault) lies in the protocol.
     fakeimap.py --port P | --port 0 --port-file F    listen on 127.0.0.1
                 [--tls implicit|starttls|none] --cert C --key K
                 [--user demo --password PW] [--scenario hostile | --scenario-file F.json]
-                [--fault NAME ...] [--log FILE] [--pid-file F]
+                [--fault NAME ...] [--fault-sessions N] [--ext condstore,qresync]
+                [--log FILE] [--pid-file F]
 
 Commands: CAPABILITY NOOP LOGOUT STARTTLS LOGIN AUTHENTICATE PLAIN ID ENABLE NAMESPACE LIST LSUB
 STATUS SELECT EXAMINE CLOSE UNSELECT CHECK IDLE FETCH SEARCH STORE and their UID forms.
@@ -17,8 +18,16 @@ partial <o.n>) and the macros ALL FAST FULL.  Literals from the client ({n} and 
 accepted anywhere an astring is.  Names that are not printable ASCII go out as literals.
 
 Scenario file (JSON): {"delim": "/", "folders": [{"name": "..." | "name_hex": "..",
-  "attrs": [...], "uidvalidity": N, "messages": [{"uid": N, "flags": [...],
-  "internaldate": "01-Jan-2020 00:00:00 +0000", "body": "..." | "body_hex": ".."}]}]}
+  "attrs": [...], "uidvalidity": N, "highestmodseq": N, "uidnext": N,
+  "vanished": [{"uid": N, "modseq": N}], "messages": [{"uid": N, "flags": [...],
+  "modseq": N, "internaldate": "01-Jan-2020 00:00:00 +0000", "body": "..." | "body_hex": ".."}]}]}
+  (modseq defaults to the UID, highestmodseq to the highest modseq, uidnext to the highest
+  UID + 1; "vanished" lists expunged UIDs for VANISHED (EARLIER).)
+
+--ext condstore,qresync offers CONDSTORE (HIGHESTMODSEQ in SELECT/EXAMINE and STATUS, MODSEQ
+in FETCH, UID FETCH ... (CHANGEDSINCE n)) and QRESYNC (ENABLE QRESYNC, CHANGEDSINCE n
+VANISHED).  --fault-sessions N: the faults act in the first N sessions only, so that a test
+sees one failed pass and then the next one converge.
 
 Faults (--fault NAME, repeatable) are hooks in one place (class Faults) so that new ones are
 one method each; see Faults.CATALOG.  The log (--log) has one line per event:
@@ -42,24 +51,37 @@ CRLF = b"\r\n"
 # ------------------------------------------------------------------ data
 
 class Message:
-    def __init__(self, uid, body, flags=(), internaldate="17-Jul-2002 12:00:00 +0000"):
+    def __init__(self, uid, body, flags=(), internaldate="17-Jul-2002 12:00:00 +0000", modseq=None):
         self.uid = uid
         self.body = body
         self.flags = list(flags)
         self.internaldate = internaldate
+        self.modseq = modseq if modseq is not None else uid
 
 
 class Folder:
-    def __init__(self, name, delim=b"/", attrs=(), uidvalidity=1, messages=()):
+    def __init__(self, name, delim=b"/", attrs=(), uidvalidity=1, messages=(), highestmodseq=None,
+                 uidnext=None, vanished=()):
         self.name = name              # raw bytes as sent to the client
         self.delim = delim
         self.attrs = list(attrs)
         self.uidvalidity = uidvalidity
         self.messages = sorted(messages, key=lambda m: m.uid)
+        self.vanished = list(vanished)     # [(uid, modseq)] expunged
+        self._uidnext = uidnext
+        self._hms = highestmodseq
 
     @property
     def uidnext(self):
+        if self._uidnext:
+            return self._uidnext
         return (self.messages[-1].uid + 1) if self.messages else 1
+
+    @property
+    def highestmodseq(self):
+        if self._hms:
+            return self._hms
+        return max([m.modseq for m in self.messages] + [v[1] for v in self.vanished] + [1])
 
     @property
     def selectable(self):
@@ -127,8 +149,11 @@ def scenario_file(path):
         for k, m in enumerate(fd.get("messages", [])):
             body = bytes.fromhex(m["body_hex"]) if "body_hex" in m else m["body"].encode("utf-8")
             msgs.append(Message(m.get("uid", k + 1), body, m.get("flags", []),
-                                m.get("internaldate", "17-Jul-2002 12:00:00 +0000")))
-        out.append(Folder(name, delim, fd.get("attrs", []), fd.get("uidvalidity", 1 + i), msgs))
+                                m.get("internaldate", "17-Jul-2002 12:00:00 +0000"),
+                                m.get("modseq")))
+        out.append(Folder(name, delim, fd.get("attrs", []), fd.get("uidvalidity", 1 + i), msgs,
+                          fd.get("highestmodseq"), fd.get("uidnext"),
+                          [(v["uid"], v.get("modseq", v["uid"])) for v in fd.get("vanished", [])]))
     return out
 
 
@@ -143,14 +168,43 @@ class Faults:
         "size-lies": "RFC822.SIZE is 1 byte less than the body",
         "unrequested-uid": "every UID FETCH also answers for a UID that was not asked (uid+1000)",
         "bye-after-select": "a second SELECT/EXAMINE is answered with BYE and a hang-up",
+        "uid-zero": "the first message of every FETCH answer carries UID 0",
+        "uid-overflow": "the first message of every FETCH answer carries UID 4294967297 "
+                        "(2^32 + 1: libetpan would read 1)",
+        "literal-shorter": "BODY[] literal announces 10 bytes fewer than the body it is "
+                           "followed by (the rest spills into the protocol)",
+        "exists-backwards": "the first FETCH after SELECT/EXAMINE starts with an EXISTS "
+                            "one lower than the mailbox holds, without EXPUNGE",
+        "idle-early": "IDLE is answered with an untagged EXISTS before the \"+\" continuation, "
+                      "in one segment (libetpan issue #393)",
+        "idle-refused": "IDLE is answered with a tagged NO",
     }
 
-    def __init__(self, names):
+    def __init__(self, names, sessions=0):
         unknown = set(names) - set(self.CATALOG)
         if unknown:
             raise SystemExit(f"fakeimap: unknown fault(s) {sorted(unknown)}; "
                              f"known: {', '.join(sorted(self.CATALOG))}")
+        self.all = set(names)
         self.on = set(names)
+        self.sessions = sessions      # 0: every session
+
+    def session_start(self, n):
+        """Called when session n (from 1) connects: faults stop after --fault-sessions."""
+        self.on = self.all if not self.sessions or n <= self.sessions else set()
+
+    def uid_of(self, msg, first):
+        if first and "uid-zero" in self.on:
+            return 0
+        if first and "uid-overflow" in self.on:
+            return 4294967297
+        return msg.uid
+
+    def exists_backwards(self, session):
+        """-> the EXISTS count to announce before this FETCH's answer, or None"""
+        if "exists-backwards" in self.on and session.fresh_select and session.sel.messages:
+            return len(session.sel.messages) - 1
+        return None
 
     def rfc822_size(self, msg):
         return len(msg.body) - (1 if "size-lies" in self.on else 0)
@@ -159,6 +213,8 @@ class Faults:
         """-> (announced length, bytes to send, hang up afterwards)"""
         if "literal-longer" in self.on:
             return len(data) + 100, data, True
+        if "literal-shorter" in self.on and len(data) > 10:
+            return len(data) - 10, data, False
         return len(data), data, False
 
     def extra_uids(self, folder, uids):
@@ -379,7 +435,8 @@ class Server:
     def __init__(self, a):
         self.a = a
         self.folders = (scenario_file(a.scenario_file) if a.scenario_file else scenario_hostile())
-        self.faults = Faults(a.fault)
+        self.faults = Faults(a.fault, a.fault_sessions)
+        self.ext = {x.strip().upper() for x in (a.ext or "").split(",") if x.strip()}
         self.conns = 0
         self.logf = open(a.log, "a", buffering=1, encoding="utf-8",
                          errors="backslashreplace") if a.log else None
@@ -406,6 +463,8 @@ class Session:
         self.sel = None
         self.readonly = True
         self.selects = 0
+        self.qresync = False        # ENABLE QRESYNC done
+        self.fresh_select = False   # no FETCH since the last SELECT/EXAMINE
 
     # -- I/O
     def send(self, data):
@@ -439,11 +498,15 @@ class Session:
 
     def caps(self):
         c = "IMAP4rev1 AUTH=PLAIN IDLE ID ENABLE NAMESPACE UNSELECT UIDPLUS"
+        for x in ("CONDSTORE", "QRESYNC"):
+            if x in self.srv.ext:
+                c += " " + x
         if not self.tls and self.srv.ctx is not None and self.srv.a.tls == "starttls":
             c += " STARTTLS"
         return c
 
     async def run(self):
+        self.srv.faults.session_start(self.n)
         self.srv.log(self.n, "connect" + (" tls" if self.tls else ""))
         self.untagged(f"OK [CAPABILITY {self.caps()}] fakeimap ready".encode())
         await self.w.drain()
@@ -576,7 +639,11 @@ class Session:
     # -- authenticated
     async def do_ENABLE(self, tag, args):
         self.need_auth()
-        self.untagged(b"ENABLED")
+        want = args.rest().upper().split()
+        got = [x for x in want if x.decode() in self.srv.ext]
+        if b"QRESYNC" in got:
+            self.qresync = True
+        self.untagged(b"ENABLED" + b"".join(b" " + x for x in got))
         return "OK ENABLE done"
 
     async def do_NAMESPACE(self, tag, args):
@@ -613,6 +680,8 @@ class Session:
         vals = {b"MESSAGES": len(f.messages), b"UIDNEXT": f.uidnext,
                 b"UIDVALIDITY": f.uidvalidity, b"RECENT": 0,
                 b"UNSEEN": sum(1 for m in f.messages if "\\Seen" not in m.flags)}
+        if "CONDSTORE" in self.srv.ext:
+            vals[b"HIGHESTMODSEQ"] = f.highestmodseq
         out = b" ".join(b"%s %d" % (i, vals[i]) for i in items if i in vals)
         self.untagged(b"STATUS " + imap_string(f.name) + b" (" + out + b")")
         return "OK STATUS done"
@@ -629,6 +698,7 @@ class Session:
         if f is None or not f.selectable:
             return "NO [NONEXISTENT] Mailbox doesn't exist"
         self.sel, self.readonly = f, readonly
+        self.fresh_select = True
         self.untagged(b"FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 $Junk)")
         self.untagged(b"OK [PERMANENTFLAGS ()] Read-only" if readonly else
                       b"OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] ok")
@@ -636,6 +706,8 @@ class Session:
         self.untagged(b"0 RECENT")
         self.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % f.uidvalidity)
         self.untagged(b"OK [UIDNEXT %d] Predicted next UID" % f.uidnext)
+        if "CONDSTORE" in self.srv.ext:
+            self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % f.highestmodseq)
         return ("OK [READ-ONLY] Examine completed" if readonly else
                 "OK [READ-WRITE] Select completed")
 
@@ -657,6 +729,10 @@ class Session:
 
     async def do_IDLE(self, tag, args):
         self.need_auth()
+        if "idle-refused" in self.srv.faults.on:
+            return "NO IDLE not now"
+        if "idle-early" in self.srv.faults.on and self.sel is not None:
+            self.send(b"* %d EXISTS" % len(self.sel.messages) + CRLF)
         self.send(b"+ idling" + CRLF)
         await self.w.drain()
         line = await self.r.readuntil(b"\n")
@@ -680,13 +756,36 @@ class Session:
     async def _fetch(self, tag, args, by_uid):
         self.need_selected()
         setstr = args.atom()
-        items = parse_fetch_items(args.rest())
+        rest = args.rest()
+        since, vanished = None, False
+        m = re.match(rb"(.*\))\s*\(CHANGEDSINCE (\d+)( VANISHED)?\)$", rest, re.I)
+        if m:     # RFC 7162 fetch modifiers
+            if "CONDSTORE" not in self.srv.ext:
+                raise Bad("CHANGEDSINCE without CONDSTORE")
+            rest, since, vanished = m.group(1), int(m.group(2)), bool(m.group(3))
+            if vanished and not (by_uid and self.qresync):
+                raise Bad("VANISHED needs UID FETCH and ENABLE QRESYNC")
+        items = parse_fetch_items(rest)
         if by_uid and not any(k == "UID" for k, _, _ in items):
             items.insert(0, ("UID", None, None))
+        if since is not None and not any(k == "MODSEQ" for k, _, _ in items):
+            items.append(("MODSEQ", None, None))
         sel, asked = self._select_msgs(setstr, by_uid)
+        back = self.srv.faults.exists_backwards(self)
+        self.fresh_select = False
+        if back is not None:
+            self.untagged(b"%d EXISTS" % back)
+        if vanished:
+            last = self.sel.messages[-1].uid if self.sel.messages else 1
+            want = parse_seqset(setstr, max(last, max([v[0] for v in self.sel.vanished] + [1])))
+            gone = sorted(u for u, ms in self.sel.vanished if ms > since and u in want)
+            if gone:
+                self.untagged(b"VANISHED (EARLIER) " + ",".join(map(str, gone)).encode())
+        if since is not None:
+            sel = [(seq, msg) for seq, msg in sel if msg.modseq > since]
         hang = False
-        for seq, msg in sel:
-            hang |= await self._fetch_one(seq, msg, items)
+        for k, (seq, msg) in enumerate(sel):
+            hang |= await self._fetch_one(seq, msg, items, k == 0)
             if hang:
                 raise Hangup()
         if by_uid:
@@ -695,14 +794,16 @@ class Session:
                 await self._fetch_one(len(self.sel.messages), fake, items)
         return ("OK UID FETCH done" if by_uid else "OK FETCH done")
 
-    async def _fetch_one(self, seq, msg, items):
+    async def _fetch_one(self, seq, msg, items, first_msg=False):
         faults = self.srv.faults
         out = [b"%d FETCH (" % seq]
         first, hang = True, False
         for kind, section, partial in items:
             piece = None
             if kind == "UID":
-                piece = b"UID %d" % msg.uid
+                piece = b"UID %d" % faults.uid_of(msg, first_msg)
+            elif kind == "MODSEQ":
+                piece = b"MODSEQ (%d)" % msg.modseq
             elif kind == "FLAGS":
                 piece = b"FLAGS (" + " ".join(msg.flags).encode() + b")"
             elif kind == "INTERNALDATE":
@@ -836,6 +937,9 @@ def main():
     p.add_argument("--scenario-file")
     p.add_argument("--fault", action="append", default=[],
                    help="; ".join(f"{k}: {v}" for k, v in Faults.CATALOG.items()))
+    p.add_argument("--fault-sessions", type=int, default=0,
+                   help="the faults act in the first N sessions only (0: all)")
+    p.add_argument("--ext", default="", help="extensions to offer: condstore,qresync")
     p.add_argument("--log")
     a = p.parse_args()
     if a.tls != "none" and not (a.cert and a.key):
