@@ -405,6 +405,26 @@ static int precreate(const char *path, struct err *e)
 	return 0;
 }
 
+/* Switching a new database to WAL needs an exclusive lock, and SQLite returns
+ * SQLITE_BUSY at once, without the busy handler, while another connection (the
+ * account thread and the outbox thread open one index together) is writing
+ * the schema in rollback mode: retry until the busy timeout. */
+static int enable_wal(struct idx *x, struct err *e)
+{
+	for (int waited = 0;; waited += 10) {
+		int rc = sqlite3_exec(x->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+
+		if (rc == SQLITE_OK)
+			return 0;
+		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+			break;
+		if (waited >= BUSY_TIMEOUT_MS)
+			break;
+		usleep(10 * 1000);
+	}
+	return db_fail(x, "switching to WAL", e);
+}
+
 static int setup(struct idx *x, bool read_only, struct err *e)
 {
 	sqlite3_busy_timeout(x->db, BUSY_TIMEOUT_MS);
@@ -413,7 +433,7 @@ static int setup(struct idx *x, bool read_only, struct err *e)
 		if (check_version(x, e) < 0)
 			return -1;
 	} else {
-		if (exec_sql(x, "PRAGMA journal_mode=WAL", "switching to WAL", e) < 0 ||
+		if (enable_wal(x, e) < 0 ||
 		    exec_sql(x, "PRAGMA synchronous=FULL", "setting synchronous", e) < 0 ||
 		    migrate(x, e) < 0)
 			return -1;

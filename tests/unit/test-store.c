@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <nettle/sha2.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1055,6 +1056,53 @@ static void test_many(void)
 	store_folder_clear(&f);
 }
 
+/* Two connections opening one new index at once (the daemon's account thread
+ * and its outbox thread do): while one creates the schema (still in rollback
+ * mode), the other's switch to WAL waits instead of failing at once with
+ * "database is locked" (SQLite calls no busy handler there). */
+struct holder { const char *path; int hold_ms; int rc; };
+
+static void *hold_lock(void *arg)
+{
+	struct holder *h = arg;
+	sqlite3 *db = NULL;
+
+	h->rc = sqlite3_open(h->path, &db);
+	if (h->rc == SQLITE_OK)
+		h->rc = sqlite3_exec(db, "BEGIN IMMEDIATE; CREATE TABLE t(x);", NULL, NULL,
+				     NULL);
+	usleep((useconds_t)h->hold_ms * 1000);
+	if (h->rc == SQLITE_OK)
+		h->rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(db);
+	return NULL;
+}
+
+static void test_concurrent_open(void)
+{
+	char *path = xasprintf("%s/concurrent.sqlite", scratch);
+	struct holder h = { path, 300, 0 };
+	struct idx *x = NULL;
+	struct err e = { 0 };
+	pthread_t t;
+	int rc;
+
+	close(open(path, O_WRONLY | O_CREAT, 0600));	/* new and empty, as idx_open leaves it */
+	if (pthread_create(&t, NULL, hold_lock, &h) != 0) {
+		ok(0, "pthread_create");
+		free(path);
+		return;
+	}
+	usleep(50 * 1000);
+	rc = idx_open(path, false, &x, &e);
+	pthread_join(t, NULL);
+	ok(rc == 0, "a new index opens while another connection is writing its schema (%s)",
+	   rc == 0 ? "waited" : e.msg);
+	ok(h.rc == SQLITE_OK, "the other connection finished its write");
+	idx_close(&x);
+	free(path);
+}
+
 int main(void)
 {
 	const char *t = getenv("TMPDIR");
@@ -1077,6 +1125,7 @@ int main(void)
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
 		test_fault(&fcases[i]);
 	test_many();
+	test_concurrent_open();
 	name_of(NULL, NULL, 0);
 	char *cmd = xasprintf("rm -rf '%s'", scratch);
 	if (system(cmd) != 0)
