@@ -38,10 +38,13 @@ STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o)
 SYNCD_OBJ := $(SYNCD_SRC:%.c=$(B)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(B)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+# helpers the integration tests run against a server (built with the unit tests, not run by prove)
+PROBE_SRC := $(wildcard tests/unit/probe-*.c)
+PROBE_BIN := $(PROBE_SRC:tests/unit/%.c=$(B)/tests/%)
 # syncd objects a unit test may link (everything but main.c)
 SYNCD_LIBOBJ := $(filter-out $(B)/syncd/main.o,$(SYNCD_OBJ))
 
-PROGS := $(B)/mailferryd $(B)/mailferry
+PROGS := $(B)/mailferryd $(B)/mailferry $(B)/mailferry-sendmail
 
 .PHONY: all deps demo check asan install clean unit bench bench-smoke corpus
 all: $(PROGS)
@@ -62,17 +65,21 @@ $(B)/mailferryd: $(B)/syncd/main.o $(B)/libsyncd.a $(B)/libstore.a
 $(B)/mailferry: $(CLI_OBJ) $(B)/libstore.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
+# sendmail(8) for mail clients: mailferry dispatches on its argv[0]
+$(B)/mailferry-sendmail: $(B)/mailferry
+	ln -sf mailferry $@
+
 $(B)/tests/%: $(B)/tests/unit/%.o $(B)/libsyncd.a $(B)/libstore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(PROBE_BIN)
 
 # ---- dependencies (Debian 12) ----
 DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libgnutls28-dev \
             nettle-dev libinih-dev libinotifytools0-dev libsasl2-modules dovecot-imapd \
             dovecot-core python3 python3-aiosmtpd openssl sqlite3 ca-certificates \
-            procps time perl util-linux isync offlineimap3
+            procps time perl util-linux isync offlineimap3 systemd
 # npm only when no npm is on PATH (a machine may carry its own Node.js)
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
@@ -118,6 +125,7 @@ bench-smoke: all corpus
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(B)/mailferryd $(B)/mailferry $(DESTDIR)$(BINDIR)/
+	ln -sf mailferry $(DESTDIR)$(BINDIR)/mailferry-sendmail
 	install -m 0644 man/mailferry.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/mailferry.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/mailferryd.8 $(DESTDIR)$(MANDIR)/man8/
@@ -128,4 +136,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
--include $(STORE_OBJ:.o=.d) $(SYNCD_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%.d)
+-include $(STORE_OBJ:.o=.d) $(SYNCD_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%.d) $(PROBE_SRC:tests/unit/%.c=$(B)/tests/unit/%.d)

@@ -5,8 +5,10 @@
  * Exit codes: 0 ok, 1 an error (one line on stderr) or problems found
  * (verify), 2 usage.  Commands return one of CLI_EXIT_*.
  *
- * The CLI only reads: every store is opened with store_opts.read_only, so it is
- * safe to run while mailferryd writes.
+ * The CLI only reads the mirror: every store is opened with store_opts.read_only,
+ * so it is safe to run while mailferryd writes.  The outbox is the exception:
+ * sendmail writes queue files, and `outbox retry|drop` change queue state
+ * (store/outbox.h says how that coexists with a running daemon).
  */
 #ifndef MF_CLI_H
 #define MF_CLI_H
@@ -14,16 +16,24 @@
 #include "../store/store.h"
 #include "json.h"
 
+#ifndef MF_VERSION
+#define MF_VERSION "0.1"
+#endif
+
 enum { CLI_EXIT_OK = 0, CLI_EXIT_ERROR = 1, CLI_EXIT_PROBLEMS = 1, CLI_EXIT_USAGE = 2 };
 
 struct cli {
 	const char *conf_path;	/* -c, NULL = default */
 	const char *account;	/* -a, NULL = default (first) or all, per command */
 	bool json;		/* --json */
+	const char *folder;	/* sync --folder */
+	bool wait;		/* sync --wait */
+	bool allow_mass_delete;	/* sync --allow-mass-delete */
 	struct conf *conf;	/* loaded before a command runs */
 };
 
-enum { CMD_JSON = 1 };	/* the command accepts --json */
+enum { CMD_JSON = 1,	/* the command accepts --json */
+       CMD_SYNC = 2 };	/* ... --folder and --wait */
 
 struct cli_cmd {
 	const char *name;
@@ -39,6 +49,31 @@ int cmd_folders(struct cli *cli, int argc, char **argv);
 int cmd_ls(struct cli *cli, int argc, char **argv);
 int cmd_show(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
+int cmd_sync(struct cli *cli, int argc, char **argv);
+int cmd_outbox(struct cli *cli, int argc, char **argv);
+
+/* `mailferry sendmail ARGS` and `mailferry-sendmail ARGS` (argv[0] is the name):
+ * its own option syntax (sendmail's) and sysexits codes.  conf_path and account
+ * come from mailferry's -c / -a when given before the command, else NULL. */
+int cmd_sendmail_main(const char *prog, const char *conf_path, const char *account, int argc,
+		      char **argv);
+
+/* ---- outbox (cmd_outbox.c) ---- */
+
+/* The queue of every account (or ACCOUNT) as text on stdout (sendmail -bp).  0 / -1. */
+int cli_outbox_print(const struct conf *c, const char *account);
+/* The outbox lines of `mailferry status` for A (nothing when A has no smtp_host). */
+void cli_outbox_status_text(const struct cli *cli, const struct conf_account *a);
+void cli_outbox_status_json(struct json *j, const struct cli *cli, const struct conf_account *a);
+
+/* ---- the mass-deletion guard (guard.c) ---- */
+
+/* The "held back" lines of `mailferry status` for A / its "held_deletions" JSON array. */
+void cli_guard_status_text(const struct cli *cli, const struct conf_account *a);
+void cli_guard_status_json(struct json *j, const struct cli *cli, const struct conf_account *a);
+/* sync --allow-mass-delete: records the acceptance in A's (every account's when NULL)
+ * held-back folders, or in cli->folder.  Returns an exit code (messages printed). */
+int cli_accept_mass_delete(const struct cli *cli, const struct conf_account *a);
 
 /* ---- helpers (common.c) ---- */
 

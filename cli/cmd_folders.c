@@ -30,6 +30,10 @@ static void folders_text(const struct store_folder *f, size_t n)
 		       f[i].last_sync ? cli_time_iso(f[i].last_sync, t) : "never");
 		if (f[i].deleted_at)
 			printf("  (deleted on server %s)", cli_time_iso(f[i].deleted_at, t));
+		if (f[i].guard_at)
+			printf("  (mass deletion held back: %lld of %lld%s)", (long long)f[i].guard_remove,
+			       (long long)f[i].guard_total,
+			       f[i].allow_mass_delete ? ", accepted" : "; see mailferry sync --allow-mass-delete");
 		putchar('\n');
 	}
 }
@@ -50,11 +54,26 @@ static int folder_json(struct json *j, struct store *st, const struct store_fold
 	json_kv_str(j, "path", path);
 	json_kv_uint(j, "uidvalidity", f->uidvalidity);
 	json_kv_uint(j, "uidnext", f->uidnext);
+	json_kv_uint(j, "highestmodseq", f->highestmodseq);
 	json_kv_int(j, "messages", f->nmessages);
 	json_kv_int(j, "deleted", f->ndeleted);
 	json_kv_int(j, "bytes", f->bytes);
 	cli_json_time(j, "last_sync", f->last_sync);
 	cli_json_time(j, "deleted_at", f->deleted_at);
+	json_key(j, "archive_of");	/* messages of an earlier UIDVALIDITY of that folder */
+	f->archive_of ? json_int(j, f->archive_of) : json_null(j);
+	json_key(j, "held_deletions");	/* the mass-deletion guard stopped the last pass */
+	if (f->guard_at) {
+		json_obj_begin(j);
+		json_kv_int(j, "would_remove", f->guard_remove);
+		json_kv_int(j, "of", f->guard_total);
+		cli_json_time(j, "since", f->guard_at);
+		json_key(j, "accepted");
+		json_bool(j, f->allow_mass_delete != 0);
+		json_obj_end(j);
+	} else {
+		json_null(j);
+	}
 	json_key(j, "last_fetched");
 	rc ? json_int(j, l.fetched) : json_null(j);
 	json_key(j, "last_flags_changed");

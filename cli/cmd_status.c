@@ -2,9 +2,12 @@
  * cmd_status.c -- `mailferry status`: totals per account.
  *
  * Covers every account, or the -a one.  An account whose store does not exist
- * yet is reported as never synced, not as an error.
+ * yet is reported as never synced, not as an error.  When mailferryd runs with
+ * this configuration, its live state of each account and folder is shown too
+ * (live.c); otherwise the index alone answers.
  */
 #include "cli.h"
+#include "live.h"
 
 #include <string.h>
 
@@ -26,7 +29,8 @@ static void status_text(const struct conf_account *a, const struct store_stats *
 	printf("  last sync  %s\n", s->last_sync ? cli_time_iso(s->last_sync, t) : "never");
 }
 
-static void status_json(struct json *j, const struct conf_account *a, const struct store_stats *s)
+static void status_json(struct json *j, const struct cli *cli, const struct cli_live *live,
+			const struct conf_account *a, const struct store_stats *s)
 {
 	json_obj_begin(j);
 	json_kv_str(j, "name", a->name);
@@ -36,6 +40,9 @@ static void status_json(struct json *j, const struct conf_account *a, const stru
 	json_kv_int(j, "raw_bytes", s->raw_bytes);
 	json_kv_int(j, "disk_bytes", s->disk_bytes);
 	cli_json_time(j, "last_sync", s->last_sync);
+	cli_guard_status_json(j, cli, a);
+	cli_outbox_status_json(j, cli, a);
+	cli_live_status_json(j, cli, live, a);
 	json_obj_end(j);
 }
 
@@ -63,6 +70,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 {
 	const struct conf_account *a;
 	struct store_stats s;
+	struct cli_live live;
 	struct json j;
 	int ret = CLI_EXIT_OK;
 	size_t n;
@@ -70,6 +78,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 	a = cli_accounts(cli, &n);
 	if (n == 0)
 		return CLI_EXIT_ERROR;
+	cli_live_fetch(cli, &live);
 	if (cli->json) {
 		json_init(&j, stdout);
 		json_obj_begin(&j);
@@ -83,15 +92,22 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 			ret = CLI_EXIT_ERROR;
 			continue;
 		}
-		if (cli->json)
-			status_json(&j, &a[i], &s);
-		else
+		if (cli->json) {
+			status_json(&j, cli, &live, &a[i], &s);
+		} else {
 			status_text(&a[i], &s, rc == 1);
+			if (rc == 1)
+				cli_guard_status_text(cli, &a[i]);
+			cli_outbox_status_text(cli, &a[i]);
+			cli_live_status_text(cli, &live, &a[i]);
+		}
 	}
 	if (cli->json) {
 		json_arr_end(&j);
+		cli_live_daemon_json(&j, &live);
 		json_obj_end(&j);
 		json_finish(&j);
 	}
+	cli_live_free(&live);
 	return ret;
 }

@@ -17,10 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifndef MF_VERSION
-#define MF_VERSION "0.1"
-#endif
-
 static const struct cli_cmd cmds[] = {
 	{ "status", "", "per account: folders, messages, sizes, last sync", 0, 0, CMD_JSON,
 	  cmd_status },
@@ -30,6 +26,14 @@ static const struct cli_cmd cmds[] = {
 	{ "show", "FOLDER UID", "write a message's original bytes to stdout", 2, 2, 0, cmd_show },
 	{ "verify", "", "check every stored message against the index; exit 1 on problems", 0, 0, 0,
 	  cmd_verify },
+	{ "sync", "[--folder F] [--wait] [--allow-mass-delete]",
+	  "ask mailferryd for a pass now (all accounts, or -a)", 0, 0,
+	  CMD_JSON | CMD_SYNC, cmd_sync },
+	{ "outbox", "[list|show ID|flush|retry ID|drop ID]", "the queue of mail to send", 0, 2,
+	  CMD_JSON, cmd_outbox },
+	/* dispatched before option parsing (its options are sendmail's): see run() */
+	{ "sendmail", "[-t] [-i] [-f ADDR] [--] [RCPT...]", "queue a message from stdin (sendmail(8))",
+	  0, 0, 0, NULL },
 };
 
 static void usage(FILE *f)
@@ -37,15 +41,20 @@ static void usage(FILE *f)
 	fprintf(f, "usage: mailferry [-c FILE] [-a ACCOUNT] COMMAND [--json] [ARGS...]\n"
 		   "Inspect the local mirror that mailferryd keeps.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-		char head[32];
+		char head[64];
 
 		snprintf(head, sizeof head, "%s %s", cmds[i].name, cmds[i].args);
-		fprintf(f, "  %-18s %s\n", head, cmds[i].summary);
+		fprintf(f, "  %-18s%s%s\n", head, strlen(head) > 18 ? "\n                     " : " ",
+			cmds[i].summary);
 	}
 	fprintf(f, "\noptions:\n"
 		   "  -c FILE       configuration (default $XDG_CONFIG_HOME/mailferry/config)\n"
-		   "  -a ACCOUNT    the account (default: the first; status and verify: all)\n"
-		   "  --json        machine-readable output (status, folders, ls)\n"
+		   "  -a ACCOUNT    the account (default: the first; status, verify, sync: all)\n"
+		   "  --json        machine-readable output (status, folders, ls, sync)\n"
+		   "  --folder F    sync: only folder F\n"
+		   "  --wait        sync: show progress until the pass ends; exit 1 if it failed\n"
+		   "  --allow-mass-delete\n"
+		   "                sync: accept the deletions the mass-deletion guard holds back\n"
 		   "  -h, --help    this text\n"
 		   "  -V, --version print the version\n"
 		   "\nexit status: 0 ok, 1 error or problems found, 2 usage\n");
@@ -59,12 +68,15 @@ static const struct cli_cmd *cmd_find(const char *name)
 	return NULL;
 }
 
-enum { OPT_JSON = 256 };
+enum { OPT_JSON = 256, OPT_FOLDER, OPT_WAIT, OPT_ALLOW_MASS_DELETE };
 
 static const struct option long_opts[] = {
 	{ "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
 	{ "json", no_argument, NULL, OPT_JSON }, { "config", required_argument, NULL, 'c' },
-	{ "account", required_argument, NULL, 'a' }, { NULL, 0, NULL, 0 },
+	{ "account", required_argument, NULL, 'a' },
+	{ "folder", required_argument, NULL, OPT_FOLDER }, { "wait", no_argument, NULL, OPT_WAIT },
+	{ "allow-mass-delete", no_argument, NULL, OPT_ALLOW_MASS_DELETE },
+	{ NULL, 0, NULL, 0 },
 };
 
 /* One getopt pass; "+" stops at the first operand (the command before it, its
@@ -84,6 +96,20 @@ static int parse_opts(struct cli *cli, int argc, char **argv, const struct cli_c
 			if (cmd && !(cmd->flags & CMD_JSON))
 				return cli_usage_error("%s: --json is not supported", cmd->name);
 			cli->json = true;
+			break;
+		case OPT_FOLDER:
+		case OPT_WAIT:
+		case OPT_ALLOW_MASS_DELETE:
+			if (!cmd || !(cmd->flags & CMD_SYNC))
+				return cli_usage_error("--%s is an option of 'sync'",
+						       ch == OPT_WAIT ? "wait" : ch == OPT_FOLDER ? "folder" :
+						       "allow-mass-delete");
+			if (ch == OPT_FOLDER)
+				cli->folder = optarg;
+			else if (ch == OPT_WAIT)
+				cli->wait = true;
+			else
+				cli->allow_mass_delete = true;
 			break;
 		default:
 			if (optopt == 'c' || optopt == 'a')
@@ -140,6 +166,9 @@ static int run(int argc, char **argv)
 	cmd = cmd_find(argv[optind]);
 	if (!cmd)
 		return cli_usage_error("unknown command '%s'", argv[optind]);
+	if (!cmd->run)	/* sendmail: its own options, its own exit codes */
+		return cmd_sendmail_main("mailferry sendmail", cli.conf_path, cli.account,
+					 argc - optind, argv + optind);
 	if (cli.json && !(cmd->flags & CMD_JSON))
 		return cli_usage_error("%s: --json is not supported", cmd->name);
 	/* re-parse from the command name: getopt sees argv[0] = the command */
@@ -170,6 +199,15 @@ static bool stdout_reader_gone(void)
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
 }
 
+/* Installed as mailferry-sendmail (or linked as sendmail): sendmail(8) itself. */
+static bool called_as_sendmail(const char *argv0)
+{
+	const char *base = strrchr(argv0, '/');
+
+	base = base ? base + 1 : argv0;
+	return !strcmp(base, "mailferry-sendmail") || !strcmp(base, "sendmail");
+}
+
 int main(int argc, char **argv)
 {
 	int rc;
@@ -177,7 +215,10 @@ int main(int argc, char **argv)
 	setlocale(LC_CTYPE, "");	/* for the display width of names in tables */
 	signal(SIGPIPE, SIG_IGN);	/* a closed pipe is EPIPE, handled where we write */
 	log_init("mailferry", false);
-	rc = run(argc, argv);
+	if (argc > 0 && called_as_sendmail(argv[0]))
+		rc = cmd_sendmail_main("mailferry-sendmail", NULL, NULL, argc, argv);
+	else
+		rc = run(argc, argv);
 	errno = 0;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		int err = errno;

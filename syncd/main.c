@@ -6,6 +6,8 @@
  * pass and the exit status says whether all of them synced.
  */
 #include "sync.h"
+#include "outbox.h"
+#include "daemon.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -20,21 +22,14 @@
 #define MF_VERSION "0.1"
 #endif
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: mailferryd [-c FILE] [--once] [-n] [-D CATS] [-h] [--version]\n"
 		"Mirror IMAP accounts into the local compressed Maildir + SQLite store.\n\n"
 		"  -c, --config FILE  configuration (default $XDG_CONFIG_HOME/mailferry/config)\n"
-		"      --once         one pass over every account, then exit (0 = all synced)\n"
+		"      --once         one pass over every account and one delivery attempt of\n"
+		"                     every queued message, then exit (0 = all synced and sent)\n"
 		"  -n, --check        check the configuration and exit\n"
 		"  -D, --debug CATS   debug output: imap,sync,store,smtp or all\n"
 		"  -h, --help         this text\n"
@@ -72,6 +67,8 @@ static int pass_all(const struct conf *c, bool report)
 	for (size_t i = 0; i < c->naccounts; i++) {
 		if (w[i].tid)
 			pthread_join(w[i].tid, NULL);
+		/* the outbox retries at once when the network comes back */
+		outboxd_network(w[i].a->name, w[i].rc == 0 || w[i].e.kind != ERR_NET);
 		if (w[i].rc < 0) {
 			failed++;
 			log_err("%s: pass failed (%s): %s", w[i].a->name, err_kind_name(w[i].e.kind),
@@ -82,29 +79,6 @@ static int pass_all(const struct conf *c, bool report)
 	}
 	free(w);
 	return failed;
-}
-
-static int min_poll(const struct conf *c)
-{
-	int p = 3600;
-
-	for (size_t i = 0; i < c->naccounts; i++)
-		if (c->accounts[i].poll_interval < p)
-			p = c->accounts[i].poll_interval;
-	return p;
-}
-
-/* Until SIGTERM: a pass, then sleep until the next one.  (Push and per-folder
- * scheduling are the live daemon's; this loop is the simple form of it.) */
-static int run_loop(const struct conf *c)
-{
-	while (!stop_requested) {
-		pass_all(c, false);
-		for (int s = min_poll(c); s > 0 && !stop_requested; s--)
-			sleep(1);
-	}
-	log_notice("stopping");
-	return 0;
 }
 
 int main(int argc, char **argv)
@@ -156,11 +130,14 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);	/* libetpan writes with send(..., 0): LIBETPAN.md 0 */
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	if (!once)	/* the live daemon: accounts, IDLE, control socket, outbox (daemon.c) */
+		return daemon_run(c->path, c);
 
-	int rc = once ? (pass_all(c, true) ? 1 : 0) : run_loop(c);
+	/* outbox delivery: its own thread per account with smtp_host (syncd/outbox.c) */
+	outboxd_start(c, once);
+	int rc = pass_all(c, true) ? 1 : 0;
+	if (outboxd_stop(once) > 0)
+		rc = 1;
 	conf_free(&c);
 	return rc;
 }
