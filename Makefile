@@ -79,7 +79,7 @@ unit: $(UNIT_BIN) $(PROBE_BIN)
 DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libgnutls28-dev \
             nettle-dev libinih-dev libinotifytools0-dev libsasl2-modules dovecot-imapd \
             dovecot-core python3 python3-aiosmtpd openssl sqlite3 ca-certificates \
-            procps time perl util-linux isync offlineimap3 systemd
+            procps time perl util-linux isync offlineimap3 msmtp systemd
 # npm only when no npm is on PATH (a machine may carry its own Node.js)
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
@@ -118,6 +118,8 @@ demo: deps
 bench: deps
 	$(MAKE) all corpus
 	MF_BIN=$(abspath $(B)) MF_CORPUS=$(abspath $(B)/corpus) bench/run.sh
+	MF_BIN=$(abspath $(B)) MF_CORPUS=$(abspath $(B)/corpus) BENCH_OUT=$(abspath BENCHMARKS.md) bench/push.sh
+	MF_BIN=$(abspath $(B)) BENCH_OUT=$(abspath BENCHMARKS.md) bench/outbox.sh
 
 bench-smoke: all corpus
 	MF_BIN=$(abspath $(B)) MF_CORPUS=$(abspath $(B)/corpus) BENCH_SMOKE=1 bench/run.sh

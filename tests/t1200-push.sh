@@ -36,46 +36,11 @@ is "$(json "[f['state'] for a in j['accounts'] for f in a['folder_status'] if f[
 is "$(json "[f['state'] for a in j['accounts'] for f in a['folder_status'] if f['name'] == 'Archive']" status.json)" \
 	'["polled"]' "status: Archive is polled"
 
-# One driver makes each change over its own IMAP session (the change is committed when the
-# tagged OK arrives: that is t0) and polls `mailferry ls INBOX --json` until the mirror shows
-# it, for at most 2 s.  Prints "KIND MS" lines (MS = "timeout" past 2 s).
-python3 - "$MF" "$CONF" "$ROUNDS" "$DC_PORT_TLS" "$DC_CA" "$DC_PASS" >lat.out 2>lat.err <<'EOF'
-import imaplib, json, os, re, ssl, subprocess, sys, time
-mf, conf, rounds, port, ca, pw = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
-m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ssl.create_default_context(cafile=ca))
-m.login("demo", pw)
-m.select("INBOX")
-
-def mirror():
-    r = subprocess.run([mf, "-c", conf, "ls", "INBOX", "--json"], capture_output=True)
-    return json.loads(r.stdout) if r.returncode == 0 else []
-
-def wait(kind, t0, pred):
-    while time.monotonic() - t0 < 2.0:
-        if any(pred(row) for row in mirror()):
-            print(kind, int((time.monotonic() - t0) * 1000), flush=True)
-            return
-        time.sleep(0.005)
-    print(kind, "timeout", flush=True)
-
-for r in range(1, rounds + 1):
-    mid = f"<t1200-{r}@example.org>"
-    msg = (f"From: Pusher <push@example.org>\r\nTo: demo@example.org\r\nSubject: push {r}\r\n"
-           f"Message-ID: {mid}\r\n\r\npushed {r}\r\n").encode()
-    typ, dat = m.append("INBOX", None, None, msg)
-    t0 = time.monotonic()
-    uid = int(re.search(rb"APPENDUID \d+ (\d+)", dat[0]).group(1))
-    wait("new", t0, lambda row: row["uid"] == uid)
-    m.uid("STORE", str(uid), "+FLAGS.SILENT", "(\\Flagged)")
-    t0 = time.monotonic()
-    wait("flag", t0, lambda row: row["uid"] == uid and "\\Flagged" in row["flags"])
-    m.uid("STORE", str(uid), "+FLAGS.SILENT", "(\\Deleted)")
-    m.expunge()
-    t0 = time.monotonic()
-    wait("expunge", t0, lambda row: row["uid"] == uid and row.get("deleted_at") not in (None, 0, "0"))
-    # (the \Deleted flag change itself also reaches the mirror: expunge = keep shows it)
-m.logout()
-EOF
+# tests/lib/pushlat.py makes each change over its own IMAP session (the change is committed
+# when the tagged OK arrives: that is t0) and polls `mailferry ls INBOX --json` until the
+# mirror shows it, for at most 2 s.  Prints "KIND MS" lines (MS = "timeout" past 2 s).
+python3 "$MF_TESTLIB_DIR/pushlat.py" "$MF" "$CONF" "$ROUNDS" "$DC_PORT_TLS" "$DC_CA" demo "$DC_PASS" \
+	>lat.out 2>lat.err
 [ -s lat.out ] || { diag_file lat.err; die "the latency driver ran"; }
 new_lat=$(awk '$1 == "new" {printf "%s ", $2}' lat.out)
 flag_lat=$(awk '$1 == "flag" {printf "%s ", $2}' lat.out)
