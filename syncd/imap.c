@@ -1526,6 +1526,28 @@ int imap_fetch_meta(struct imap *s, uint32_t seq_lo, uint32_t seq_hi, imap_meta_
 	return fetch_finish(s, &op, r, list, "FETCH", e);
 }
 
+/* The UID set of a UID FETCH over RANGES, after checking them; OP keeps a
+ * normalised copy to check the server's answers against.  NULL: a bad range. */
+static struct mailimap_set *uid_set_new(struct fetch_op *op, const struct uid_range *ranges,
+					size_t nranges, struct err *e)
+{
+	struct mailimap_set *set;
+
+	for (size_t i = 0; i < nranges; i++)
+		if (ranges[i].lo == 0 || ranges[i].hi < ranges[i].lo) {
+			err_set(e, ERR_FOLDER, "invalid UID range %u:%u", ranges[i].lo,
+				ranges[i].hi);
+			return NULL;
+		}
+	set = mailimap_set_new_empty();
+	for (size_t i = 0; i < nranges; i++)
+		mailimap_set_add_interval(set, ranges[i].lo, ranges[i].hi);
+	op->ranges = xmalloc(nranges * sizeof *op->ranges);
+	memcpy(op->ranges, ranges, nranges * sizeof *op->ranges);
+	op->nranges = ranges_normalise(op->ranges, nranges);
+	return set;
+}
+
 int imap_fetch_bodies(struct imap *s, const struct uid_range *ranges, size_t nranges,
 		      const struct imap_body_sink *sink, void *ctx, struct err *e)
 {
@@ -1540,16 +1562,8 @@ int imap_fetch_bodies(struct imap *s, const struct uid_range *ranges, size_t nra
 		return -1;
 	if (nranges == 0)
 		return 0;
-	for (size_t i = 0; i < nranges; i++)
-		if (ranges[i].lo == 0 || ranges[i].hi < ranges[i].lo)
-			return err_set(e, ERR_FOLDER, "invalid UID range %u:%u", ranges[i].lo,
-				       ranges[i].hi);
-	set = mailimap_set_new_empty();
-	for (size_t i = 0; i < nranges; i++)
-		mailimap_set_add_interval(set, ranges[i].lo, ranges[i].hi);
-	op.ranges = xmalloc(nranges * sizeof *op.ranges);
-	memcpy(op.ranges, ranges, nranges * sizeof *op.ranges);
-	op.nranges = ranges_normalise(op.ranges, nranges);
+	if (!(set = uid_set_new(&op, ranges, nranges, e)))
+		return -1;
 	ft = fetch_type_new(s, true);
 	s->op = &op;
 	r = mailimap_uid_fetch(s->m, set, ft, &list);
@@ -1830,16 +1844,8 @@ int imap_fetch_keys(struct imap *s, const struct uid_range *ranges, size_t nrang
 		return -1;
 	if (nranges == 0)
 		return 0;
-	for (size_t i = 0; i < nranges; i++)
-		if (ranges[i].lo == 0 || ranges[i].hi < ranges[i].lo)
-			return err_set(e, ERR_FOLDER, "invalid UID range %u:%u", ranges[i].lo,
-				       ranges[i].hi);
-	set = mailimap_set_new_empty();
-	for (size_t i = 0; i < nranges; i++)
-		mailimap_set_add_interval(set, ranges[i].lo, ranges[i].hi);
-	op.ranges = xmalloc(nranges * sizeof *op.ranges);
-	memcpy(op.ranges, ranges, nranges * sizeof *op.ranges);
-	op.nranges = ranges_normalise(op.ranges, nranges);
+	if (!(set = uid_set_new(&op, ranges, nranges, e)))
+		return -1;
 	hl = clist_new();
 	clist_append(hl, xstrdup("MESSAGE-ID"));
 	ft = mailimap_fetch_type_new_fetch_att_list_empty();

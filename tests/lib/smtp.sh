@@ -111,29 +111,20 @@ imap_start() {
 }
 
 ob_config() {
-	local conf=$1 kv k v i found
+	local conf=$1
 	shift
-	local -a keys=(imap_host imap_port imap_tls imap_user pass_cmd smtp_host smtp_port smtp_tls
-		timeout from)
-	local -a vals=(127.0.0.1 "${IMAP_PORT:-9}" none demo "echo demo" 127.0.0.1 "${SINK_PORT:-9}"
-		none 5 sender@example.org)
-	for kv in "$@"; do
-		k=${kv%%=*}
-		v=${kv#*=}
-		found=
-		for i in "${!keys[@]}"; do
-			if [ "${keys[$i]}" = "$k" ]; then
-				vals[i]=$v
-				found=1
-			fi
-		done
-		[ -n "$found" ] || { keys+=("$k"); vals+=("$v"); }
-	done
 	{
-		printf '[general]\nstore = %s\n\n[account ob]\n' "$MF_STORE"
-		for i in "${!keys[@]}"; do
-			[ -n "${vals[$i]}" ] && printf '%s = %s\n' "${keys[$i]}" "${vals[$i]}"
-		done
+		printf '[general]\nstore = %s\n' "$MF_STORE"
+		mf_account_section ob "imap_host=127.0.0.1
+imap_port=${IMAP_PORT:-9}
+imap_tls=none
+imap_user=demo
+pass_cmd=echo demo
+smtp_host=127.0.0.1
+smtp_port=${SINK_PORT:-9}
+smtp_tls=none
+timeout=5
+from=sender@example.org" "$@"
 	} >"$conf"
 }
 

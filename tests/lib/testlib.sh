@@ -436,33 +436,40 @@ _mf_account_defaults() {
 		"compress=gzip"
 }
 
-# mf_config_account CONF NAME [key=value...]: appends [account NAME].
-mf_config_account() {
-	local conf=$1 name=$2 kv k v i found
+# mf_account_section NAME DEFAULTS [key=value...]: prints [account NAME] with DEFAULTS (key=value
+# lines) overridden or extended by the arguments, in order; an empty value drops the key.
+mf_account_section() {
+	local name=$1 defaults=$2 kv k i found
 	shift 2
 	local -a keys=() vals=()
 	while IFS= read -r kv; do
+		[ -n "$kv" ] || continue
 		keys+=("${kv%%=*}")
 		vals+=("${kv#*=}")
-	done < <(_mf_account_defaults)
+	done <<<"$defaults"
 	for kv in "$@"; do
 		k=${kv%%=*}
-		v=${kv#*=}
 		found=
 		for i in "${!keys[@]}"; do
 			if [ "${keys[$i]}" = "$k" ]; then
-				vals[i]=$v
+				vals[i]=${kv#*=}
 				found=1
 			fi
 		done
-		[ -n "$found" ] || { keys+=("$k"); vals+=("$v"); }
+		[ -n "$found" ] || { keys+=("$k"); vals+=("${kv#*=}"); }
 	done
-	{
-		printf '\n[account %s]\n' "$name"
-		for i in "${!keys[@]}"; do
-			[ -n "${vals[$i]}" ] && printf '%s = %s\n' "${keys[$i]}" "${vals[$i]}"
-		done
-	} >>"$conf"
+	printf '\n[account %s]\n' "$name"
+	for i in "${!keys[@]}"; do
+		[ -n "${vals[$i]}" ] && printf '%s = %s\n' "${keys[$i]}" "${vals[$i]}"
+	done
+	return 0
+}
+
+# mf_config_account CONF NAME [key=value...]: appends [account NAME].
+mf_config_account() {
+	local conf=$1 name=$2
+	shift 2
+	mf_account_section "$name" "$(_mf_account_defaults)" "$@" >>"$conf"
 }
 
 # mf_config CONF NAME [key=value...]: a fresh config with [general] and one account.
