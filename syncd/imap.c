@@ -93,7 +93,19 @@ struct imap {
 	struct imap_stats stats;
 	struct fetch_op *op;
 	char label[128];
+	/* The deadline of the command in flight (io_watch): it started when the
+	 * client last sent something; what arrived since buys more time. */
+	int64_t timeout_ms;
+	int64_t cmd_t0;
+	int64_t cmd_bytes;
+	bool too_slow;		/* io_watch cancelled the stream */
 };
+
+/* A server may answer one byte at a time, each read well within the read
+ * timeout: a command must then still end.  It may take the timeout plus one
+ * second for every MIN_RATE bytes received (a 60 MB message on a 100 kB/s
+ * line is fine, a trickle is not); past that the stream is cancelled. */
+#define MIN_RATE 1024
 
 static bool host_is_address(const char *h)
 {
@@ -236,6 +248,10 @@ static int fail(struct imap *s, int r, enum err_kind kind, const char *what, str
 			server_text(s, text, sizeof text);
 			return err_set(e, ERR_NET, "%s: server closed the connection: %s", what, text);
 		}
+		if (s->too_slow)
+			return err_set(e, ERR_NET, "%s: %s is too slow (%lld bytes in %lld s): "
+				       "connection dropped", what, s->host, (long long)s->cmd_bytes,
+				       (long long)((mono_ms() - s->cmd_t0) / 1000));
 		return err_set(e, ERR_NET, "%s: connection to %s lost or timed out", what, s->host);
 	case MAILIMAP_ERROR_FATAL:
 	case MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION:
@@ -449,12 +465,44 @@ static size_t trace_copy(char *out, size_t outsz, const char *p, size_t n)
 	return i;
 }
 
-/* libetpan's logger: commands and the start of each chunk received.  LOGIN is
+/* libetpan's logger, installed for the life of the session: it sees every
+ * chunk sent and received, so it keeps the per-command deadline, and with
+ * -D imap it traces commands and the start of each chunk received.  LOGIN is
  * sent with the stream's privacy flag off, so it arrives here as
  * DATA_SENT_PRIVATE; a LOGIN seen as ordinary data is hidden all the same. */
-static void trace(mailimap *m, int type, const char *str, size_t size, void *ctx)
+static void trace(struct imap *s, int type, const char *str, size_t size);
+
+static void io_watch(mailimap *m, int type, const char *str, size_t size, void *ctx)
 {
 	struct imap *s = ctx;
+	int64_t now;
+
+	switch (type) {
+	case MAILSTREAM_LOG_TYPE_DATA_SENT:
+	case MAILSTREAM_LOG_TYPE_DATA_SENT_PRIVATE:
+		s->cmd_t0 = mono_ms();
+		s->cmd_bytes = 0;
+		break;
+	case MAILSTREAM_LOG_TYPE_DATA_RECEIVED:
+		s->cmd_bytes += (int64_t)size;
+		now = mono_ms();
+		if (!s->too_slow && s->cmd_t0 &&
+		    now - s->cmd_t0 > s->timeout_ms + s->cmd_bytes * 1000 / MIN_RATE) {
+			s->too_slow = true;
+			log_debug(LOGC_IMAP, "%s: %lld bytes in %lld ms: too slow, giving up",
+				  s->label, (long long)s->cmd_bytes, (long long)(now - s->cmd_t0));
+			mailstream_cancel(m->imap_stream);
+		}
+		break;
+	default:
+		break;
+	}
+	if (log_debug_on(LOGC_IMAP))
+		trace(s, type, str, size);
+}
+
+static void trace(struct imap *s, int type, const char *str, size_t size)
+{
 	char shown[161];
 	const char *dir;
 
@@ -1235,11 +1283,11 @@ static struct imap *session_new(const struct imap_opts *o)
 	snprintf(s->label, sizeof s->label, "%s", o->label ? o->label : o->host);
 	/* Copied into the stream at connect time only (LIBETPAN.md section 5). */
 	mailimap_set_timeout(s->m, o->timeout > 0 ? o->timeout : 60);
+	s->timeout_ms = (o->timeout > 0 ? o->timeout : 60) * 1000LL;
 	mailimap_set_msg_att_handler(s->m, on_msg_att, s);
 	mailimap_set_msg_body_handler(s->m, on_body, s);
 	mailimap_set_progress_callback(s->m, NULL, on_items_progress, s);
-	if (log_debug_on(LOGC_IMAP))
-		mailimap_set_logger(s->m, trace, s);
+	mailimap_set_logger(s->m, io_watch, s);
 	return s;
 }
 
@@ -1961,6 +2009,7 @@ int imap_idle_start(struct imap *s, struct err *e)
 		cont = lit >= 0;
 	}
 	s->idling = true;
+	s->cmd_t0 = 0;	/* IDLE may last 25 min: no deadline until DONE is sent */
 	return 0;
 }
 

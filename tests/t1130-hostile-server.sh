@@ -2,7 +2,8 @@
 # t1130-hostile-server: a server's answers are untrusted input.  Against a scripted server
 # (fakeimap.py) that answers a FETCH for a UID nobody asked for, sends UID 0 or a UID beyond
 # 2^32-1 (which libetpan alone would read as 1), lies in a literal's announced size (shorter
-# or longer than what follows), or lets EXISTS go backwards: the pass fails with a clear
+# or longer than what follows), lets EXISTS go backwards, or answers one byte at a time (a
+# command with no end, each read quick): the pass fails with a clear
 # error, the recorded UIDNEXT and HIGHESTMODSEQ do not move, and the next pass (the fault
 # gone) converges -- the new mail is there, nothing is lost or duplicated.  Each fault is
 # played against the incremental pass (CONDSTORE + QRESYNC offered) and the full scan
@@ -55,11 +56,12 @@ declare -A WANT=(
 	[literal-shorter]='unparsable response|out of sequence|not asked|body'
 	[literal-longer]='lost or timed out|closed the connection'
 	[exists-backwards]='message count went down from 6 to 5'
+	[trickle]='is too slow'
 )
 for mode in qresync plain; do
 	ext=condstore,qresync
 	[ "$mode" = plain ] && ext=
-	for fault in unrequested-uid uid-zero uid-overflow literal-shorter literal-longer exists-backwards; do
+	for fault in unrequested-uid uid-zero uid-overflow literal-shorter literal-longer exists-backwards trickle; do
 		t="$mode/$fault"
 		CONF=$TEST_DIR/$mode-$fault.conf
 		printf '[general]\nstore = %s\n' "$TEST_DIR/store-$mode-$fault" >"$CONF"

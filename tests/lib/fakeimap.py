@@ -178,6 +178,8 @@ class Faults:
         "idle-early": "IDLE is answered with an untagged EXISTS before the \"+\" continuation, "
                       "in one segment (libetpan issue #393)",
         "idle-refused": "IDLE is answered with a tagged NO",
+        "trickle": "FETCH answers go out one byte every 100 ms, each in its own write (its "
+                   "own TLS record): every read is quick, the command never ends",
     }
 
     def __init__(self, names, sessions=0):
@@ -842,6 +844,12 @@ class Session:
                 await self.w.drain()
                 return True
         out.append(b")")
+        if "trickle" in faults.on:
+            for byte in b"* " + b"".join(out) + CRLF:
+                self.send(bytes([byte]))
+                await self.w.drain()
+                await asyncio.sleep(0.1)
+            return False
         self.untagged(b"".join(out))
         await self.w.drain()
         return False
