@@ -25,11 +25,20 @@ probe() {	# NAME STEP...: runs the probe against Dovecot's INBOX, output in NAME
 }
 line() { grep -m1 "^$2" "$TEST_DIR/$1.out"; }
 waited() { line "$1" wait | awk '{print $3}'; }
+# until the probe NAME says its IDLE started (a change made before that would come with the
+# SELECT, not through IDLE: under load, connecting can take more than a second)
+started() {
+	for _ in $(seq 300); do
+		grep -q '^start' "$TEST_DIR/$1.out" 2>/dev/null && break
+		sleep 0.05
+	done
+	sleep 0.3
+}
 
 # ---- a new message while idling
 probe newmail start wait:10000 done examine &
 pid=$!
-sleep 1.5
+started newmail
 printf '%s\r\n' "From: a@example.org" "Subject: two" "" "two" | dc_save INBOX || die "doveadm save"
 wait "$pid"
 is "$(line newmail start)" "start ok" "new mail: IDLE started"
@@ -43,7 +52,7 @@ is "$(grep -c '^examined 2' "$TEST_DIR/newmail.out")" 1 "new mail: the session i
 for what in flag expunge; do
 	probe "$what" start wait:10000 done &
 	pid=$!
-	sleep 1.5
+	started "$what"
 	if [ "$what" = flag ]; then dc_flags add '\Flagged' INBOX 1; else dc_expunge INBOX 1; fi ||
 		die "doveadm $what"
 	wait "$pid"
