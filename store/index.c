@@ -134,7 +134,7 @@ static const char *const migrations[] = {
 	"  code INTEGER NOT NULL DEFAULT 0,"
 	"  reply TEXT,"
 	"  queued_at INTEGER NOT NULL DEFAULT 0,"
-	"  PRIMARY KEY (queue_id, rcpt));",
+	"  PRIMARY KEY (queue_id, rcpt)) WITHOUT ROWID;",	/* one B-tree, no second index */
 	/* 2 -> 3: UIDVALIDITY archives and the mass-deletion guard (syncd/sync.c) */
 	"ALTER TABLE folders ADD COLUMN archive_of INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE folders ADD COLUMN guard_at INTEGER NOT NULL DEFAULT 0;"
