@@ -14,9 +14,7 @@ python3 "$MF_TESTLIB_DIR/fakeimap.py" --port 0 --port-file "$TEST_DIR/fake.port"
 	--cert "$DC_CERT" --key "$DC_KEY" --user demo --password "fake-pass-1" \
 	--log "$TEST_DIR/fake.log" </dev/null >"$TEST_DIR/fake.out" 2>&1 &
 mf_track_pid $!
-for i in $(seq 100); do [ -s "$TEST_DIR/fake.port" ] && break; sleep 0.1; done
-FAKE_PORT=$(cat "$TEST_DIR/fake.port" 2>/dev/null)
-[ -n "$FAKE_PORT" ] && wait_port "$FAKE_PORT" 5 || { diag_file "$TEST_DIR/fake.out"; die "fakeimap.py starts"; }
+FAKE_PORT=$(port_file_wait "$TEST_DIR/fake.port") || { diag_file "$TEST_DIR/fake.out"; die "fakeimap.py starts"; }
 
 # the oracle: what the server offers, through imapdump.py
 python3 "$MF_TESTLIB_DIR/imapdump.py" --port "$FAKE_PORT" --ca "$DC_CA" --user demo \

@@ -169,9 +169,7 @@ start_fake() {	# SCENARIO
 		--scenario-file "$1" --log "$TEST_DIR/fake.log" </dev/null >>"$TEST_DIR/fake.out" 2>&1 &
 	FAKE_PID=$!
 	mf_track_pid "$FAKE_PID"
-	for i in $(seq 100); do [ -s "$TEST_DIR/fake.port" ] && break; sleep 0.1; done
-	FAKE_PORT=$(cat "$TEST_DIR/fake.port" 2>/dev/null)
-	[ -n "$FAKE_PORT" ] && wait_port "$FAKE_PORT" 5 || die "fakeimap.py starts"
+	FAKE_PORT=$(port_file_wait "$TEST_DIR/fake.port") || die "fakeimap.py starts"
 }
 mf_password_file "$TEST_DIR/fake.pass" fake-pass-1
 start_fake "$TEST_DIR/sc1.json"

@@ -39,9 +39,7 @@ start_fake() {	# SCENARIO EXT [FAULT]
 		--log "$TEST_DIR/fake.log" </dev/null >>"$TEST_DIR/fake.out" 2>&1 &
 	FAKE_PID=$!
 	mf_track_pid "$FAKE_PID"
-	for i in $(seq 100); do [ -s "$TEST_DIR/fake.port" ] && break; sleep 0.1; done
-	FAKE_PORT=$(cat "$TEST_DIR/fake.port" 2>/dev/null)
-	[ -n "$FAKE_PORT" ] && wait_port "$FAKE_PORT" 5 || { diag_file "$TEST_DIR/fake.out"; die "fakeimap.py starts"; }
+	FAKE_PORT=$(port_file_wait "$TEST_DIR/fake.port") || { diag_file "$TEST_DIR/fake.out"; die "fakeimap.py starts"; }
 }
 state() {	# CONF: "uidnext highestmodseq" of INBOX in the index
 	"$MF" -c "$1" folders --json >"$TEST_DIR/st.json" 2>/dev/null

@@ -81,9 +81,7 @@ for fault in idle-early idle-refused; do
 		--scenario-file "$TEST_DIR/sc.json" --fault "$fault" </dev/null >"$TEST_DIR/fake.out" 2>&1 &
 	FAKE_PID=$!
 	mf_track_pid "$FAKE_PID"
-	for i in $(seq 100); do [ -s "$TEST_DIR/fake.port" ] && break; sleep 0.1; done
-	port=$(cat "$TEST_DIR/fake.port")
-	wait_port "$port" 5 || die "fakeimap.py starts"
+	port=$(port_file_wait "$TEST_DIR/fake.port") || die "fakeimap.py starts"
 	timeout 30 "$PROBE" 127.0.0.1 "$port" "$DC_CA" demo fake-pass-1 INBOX start wait:5000 done examine \
 		>"$TEST_DIR/$fault.out" 2>"$TEST_DIR/$fault.err"
 	if [ "$fault" = idle-early ]; then

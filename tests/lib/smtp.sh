@@ -49,12 +49,7 @@ sink_start() {
 		</dev/null >>"$TEST_DIR/$name.out" 2>&1 &
 	SINK_PID=$!
 	mf_track_pid "$SINK_PID"
-	for i in $(seq 200); do
-		[ -s "$TEST_DIR/$name.port" ] && break
-		sleep 0.05
-	done
-	SINK_PORT=$(cat "$TEST_DIR/$name.port" 2>/dev/null)
-	[ -n "$SINK_PORT" ] && wait_port "$SINK_PORT" 5 || {
+	SINK_PORT=$(port_file_wait "$TEST_DIR/$name.port") || {
 		diag_file "$TEST_DIR/$name.out"
 		return 1
 	}
@@ -76,35 +71,16 @@ sink_msgids() {	# from the sink's log: "<conn> accepted NNNNNN <message-id>"
 }
 
 # pjson EXPR FILE: testlib's json, run by the system python3 (pyenv's shim costs ~0.1 s a call)
-pjson() {
-	"${SINK_PY:-python3}" - "$1" "$2" <<'EOF'
-import json, sys
-with open(sys.argv[2], "rb") as f:
-    j = json.load(f)
-r = eval(sys.argv[1], {"j": j, "json": json})
-if isinstance(r, (list, dict)):
-    print(json.dumps(r, ensure_ascii=False, sort_keys=True))
-elif isinstance(r, bool):
-    print("true" if r else "false")
-else:
-    print(r)
-EOF
-}
+pjson() { MF_JSON_PY=${SINK_PY:-python3} json "$@"; }
 
 imap_start() {
-	local i
 	printf '{"delim": "/", "folders": [{"name": "INBOX", "uidvalidity": 1, "messages": []}]}\n' \
 		>"$TEST_DIR/imap.json"
 	python3 "$MF_TESTLIB_DIR/fakeimap.py" --port 0 --port-file "$TEST_DIR/imap.port" --tls none \
 		--user demo --password demo --scenario-file "$TEST_DIR/imap.json" \
 		</dev/null >"$TEST_DIR/imap.out" 2>&1 &
 	mf_track_pid $!
-	for i in $(seq 200); do
-		[ -s "$TEST_DIR/imap.port" ] && break
-		sleep 0.05
-	done
-	IMAP_PORT=$(cat "$TEST_DIR/imap.port" 2>/dev/null)
-	[ -n "$IMAP_PORT" ] && wait_port "$IMAP_PORT" 5 || {
+	IMAP_PORT=$(port_file_wait "$TEST_DIR/imap.port") || {
 		diag_file "$TEST_DIR/imap.out"
 		return 1
 	}

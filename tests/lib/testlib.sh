@@ -382,6 +382,18 @@ wait_port() {
 	return 1
 }
 
+# port_file_wait FILE: a server started with --port 0 --port-file FILE: waits (10 s) until it
+# wrote its port there and accepts on it, then prints the port; 1 if it never does.
+port_file_wait() {
+	local i port
+	for i in $(seq 200); do
+		[ -s "$1" ] && break
+		sleep 0.05
+	done
+	port=$(cat "$1" 2>/dev/null)
+	[ -n "$port" ] && wait_port "$port" 5 && echo "$port"
+}
+
 # wait_port_free PORT... [--secs N]: until nothing is bound to any of the ports.
 wait_port_free() { _port_wait free "$@"; }
 
@@ -484,8 +496,9 @@ mf_config() {
 
 # json EXPR FILE: evaluates a python expression on the parsed JSON `j` of FILE, prints it.
 # e.g.  json 'len(j)' folders.json;  json '[f["name"] for f in j]' folders.json
+# MF_JSON_PY: the interpreter (default python3).
 json() {
-	python3 - "$1" "$2" <<'EOF'
+	"${MF_JSON_PY:-python3}" - "$1" "$2" <<'EOF'
 import json, sys
 with open(sys.argv[2], "rb") as f:
     j = json.load(f)
