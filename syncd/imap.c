@@ -1541,6 +1541,21 @@ static int fetch_finish(struct imap *s, struct fetch_op *op, int r, clist *list,
 	return 0;
 }
 
+/* Sends a FETCH (by UID when UID) of FT over SET with OP installed, frees both
+ * and finishes it. */
+static int fetch_run(struct imap *s, struct fetch_op *op, bool uid, struct mailimap_set *set,
+		     struct mailimap_fetch_type *ft, const char *what, struct err *e)
+{
+	clist *list = NULL;
+	int r;
+
+	s->op = op;
+	r = uid ? mailimap_uid_fetch(s->m, set, ft, &list) : mailimap_fetch(s->m, set, ft, &list);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	return fetch_finish(s, op, r, list, what, e);
+}
+
 static int fetch_check(const struct imap *s, struct err *e)
 {
 	if (check_alive(s, e) < 0)
@@ -1557,8 +1572,6 @@ int imap_fetch_meta(struct imap *s, uint32_t seq_lo, uint32_t seq_hi, imap_meta_
 			       .cb = cb, .ctx = ctx };
 	struct mailimap_set *set;
 	struct mailimap_fetch_type *ft;
-	clist *list = NULL;
-	int r;
 
 	err_clear(e);
 	if (fetch_check(s, e) < 0)
@@ -1567,11 +1580,7 @@ int imap_fetch_meta(struct imap *s, uint32_t seq_lo, uint32_t seq_hi, imap_meta_
 		return err_set(e, ERR_FOLDER, "invalid sequence range %u:%u", seq_lo, seq_hi);
 	set = mailimap_set_new_interval(seq_lo, seq_hi);
 	ft = fetch_type_new(s, false);
-	s->op = &op;
-	r = mailimap_fetch(s->m, set, ft, &list);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
-	return fetch_finish(s, &op, r, list, "FETCH", e);
+	return fetch_run(s, &op, false, set, ft, "FETCH", e);
 }
 
 /* The UID set of a UID FETCH over RANGES, after checking them; OP keeps a
@@ -1602,8 +1611,6 @@ int imap_fetch_bodies(struct imap *s, const struct uid_range *ranges, size_t nra
 	struct fetch_op op = { .kind = FETCH_BODIES, .e = e, .sink = sink, .ctx = ctx };
 	struct mailimap_set *set;
 	struct mailimap_fetch_type *ft;
-	clist *list = NULL;
-	int r;
 
 	err_clear(e);
 	if (fetch_check(s, e) < 0)
@@ -1613,11 +1620,7 @@ int imap_fetch_bodies(struct imap *s, const struct uid_range *ranges, size_t nra
 	if (!(set = uid_set_new(&op, ranges, nranges, e)))
 		return -1;
 	ft = fetch_type_new(s, true);
-	s->op = &op;
-	r = mailimap_uid_fetch(s->m, set, ft, &list);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
-	return fetch_finish(s, &op, r, list, "UID FETCH", e);
+	return fetch_run(s, &op, true, set, ft, "UID FETCH", e);
 }
 
 void uid_ranges_format(const struct uid_range *r, size_t n, struct buf *out)
@@ -1711,8 +1714,6 @@ int imap_fetch_uid_meta(struct imap *s, uint32_t lo, imap_meta_cb *cb, void *ctx
 	struct fetch_op op = { .kind = FETCH_UIDMETA, .e = e, .lo = lo, .cb = cb, .ctx = ctx };
 	struct mailimap_set *set;
 	struct mailimap_fetch_type *ft;
-	clist *list = NULL;
-	int r;
 
 	err_clear(e);
 	if (fetch_check(s, e) < 0)
@@ -1721,11 +1722,7 @@ int imap_fetch_uid_meta(struct imap *s, uint32_t lo, imap_meta_cb *cb, void *ctx
 		return err_set(e, ERR_FOLDER, "invalid UID range 0:*");
 	set = mailimap_set_new_interval(lo, 0);	/* 0 = "*" */
 	ft = fetch_type_new(s, false);
-	s->op = &op;
-	r = mailimap_uid_fetch(s->m, set, ft, &list);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
-	return fetch_finish(s, &op, r, list, "UID FETCH", e);
+	return fetch_run(s, &op, true, set, ft, "UID FETCH", e);
 }
 
 /* Hands the VANISHED ranges of the last response to vcb, clipped to lo:hi (an
@@ -1884,8 +1881,7 @@ int imap_fetch_keys(struct imap *s, const struct uid_range *ranges, size_t nrang
 	struct fetch_op op = { .kind = FETCH_KEYS, .e = e, .kcb = cb, .ctx = ctx };
 	struct mailimap_set *set;
 	struct mailimap_fetch_type *ft;
-	clist *hl, *list = NULL;
-	int r;
+	clist *hl;
 
 	err_clear(e);
 	if (fetch_check(s, e) < 0)
@@ -1903,11 +1899,7 @@ int imap_fetch_keys(struct imap *s, const struct uid_range *ranges, size_t nrang
 	mailimap_fetch_type_new_fetch_att_list_add(
 		ft, mailimap_fetch_att_new_body_peek_section(
 			    mailimap_section_new_header_fields(mailimap_header_list_new(hl))));
-	s->op = &op;
-	r = mailimap_uid_fetch(s->m, set, ft, &list);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
-	return fetch_finish(s, &op, r, list, "UID FETCH (Message-ID)", e);
+	return fetch_run(s, &op, true, set, ft, "UID FETCH (Message-ID)", e);
 }
 
 /* ---- IDLE ---- */
