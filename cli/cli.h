@@ -14,7 +14,7 @@
 #define MF_CLI_H
 
 #include "../store/store.h"
-#include "json.h"
+#include "../store/json.h"
 
 #ifndef MF_VERSION
 #define MF_VERSION "0.1"

@@ -184,12 +184,17 @@ void log_debug(enum log_cat cat, const char *fmt, ...)
 
 /* ---- allocation ---- */
 
-static void *oom(void)
+_Noreturn void xoom(void)
 {
 	static const char msg[] = "mailferry: out of memory\n";
 	ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
 	(void)w;
 	abort();
+}
+
+static void *oom(void)
+{
+	xoom();
 }
 
 void *xmalloc(size_t n)

@@ -64,6 +64,7 @@ void log_info(const char *fmt, ...) MF_PRINTF(1, 2);
 void log_debug(enum log_cat cat, const char *fmt, ...) MF_PRINTF(2, 3);
 
 /* Allocation that cannot fail (aborts with a message on OOM). */
+_Noreturn void xoom(void);	/* the abort itself, for allocators of others (open_memstream) */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);

@@ -46,6 +46,7 @@
 #include "acct.h"
 #include "daemon.h"
 #include "../store/ctl.h"
+#include "../store/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,190 +96,144 @@ static struct {
 
 /* ---- JSON output (strings are untrusted: server folder names, errors) ---- */
 
-static size_t utf8_len(const unsigned char *p)
-{
-	unsigned c = p[0], n, min;
-	uint32_t cp;
+/* One answer line, written by store/json.c into memory. */
+struct jline {
+	char *p;
+	size_t len;
+	FILE *f;
+	struct json j;
+};
 
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0)
-		n = 2, cp = c & 0x1f, min = 0x80;
-	else if ((c & 0xf0) == 0xe0)
-		n = 3, cp = c & 0x0f, min = 0x800;
-	else if ((c & 0xf8) == 0xf0)
-		n = 4, cp = c & 0x07, min = 0x10000;
-	else
-		return 0;
-	for (unsigned i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
+static struct json *jl_open(struct jline *l)
+{
+	l->p = NULL;
+	l->len = 0;
+	l->f = open_memstream(&l->p, &l->len);
+	if (!l->f)
+		xoom();
+	json_init(&l->j, l->f);
+	return &l->j;
 }
 
-static void j_str(struct buf *b, const char *s)
+/* The line, NUL-terminated (the caller frees it). */
+static char *jl_close(struct jline *l)
 {
-	if (!s) {
-		buf_adds(b, "null");
-		return;
-	}
-	buf_adds(b, "\"");
-	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		size_t n = utf8_len(p);
-
-		if (n == 0) {
-			buf_adds(b, "\\ufffd");	/* not UTF-8: JSON must be */
-			p++;
-		} else if (*p == '"' || *p == '\\') {
-			buf_addf(b, "\\%c", *p);
-			p++;
-		} else if (*p < 0x20 || *p == 0x7f) {
-			buf_addf(b, "\\u%04x", *p);
-			p++;
-		} else {
-			buf_add(b, p, n);
-			p += n;
-		}
-	}
-	buf_adds(b, "\"");
-}
-
-static void j_key(struct buf *b, const char *k)
-{
-	if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
-		buf_adds(b, ",");
-	j_str(b, k);
-	buf_adds(b, ":");
-}
-
-static void j_kstr(struct buf *b, const char *k, const char *v)
-{
-	j_key(b, k);
-	j_str(b, v);
-}
-
-static void j_kint(struct buf *b, const char *k, int64_t v)
-{
-	j_key(b, k);
-	buf_addf(b, "%lld", (long long)v);
-}
-
-static void j_kbool(struct buf *b, const char *k, bool v)
-{
-	j_key(b, k);
-	buf_adds(b, v ? "true" : "false");
-}
-
-static void j_sep(struct buf *b)
-{
-	if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
-		buf_adds(b, ",");
+	if (fclose(l->f) != 0 || !l->p)
+		xoom();
+	return l->p;
 }
 
 /* ---- answers ---- */
 
-static void send_line(struct client *cl, const struct buf *line)
+static void send_line(struct client *cl, const char *line)
 {
-	if (cl->out.len - cl->out_off + line->len > OUT_MAX) {
+	size_t n = strlen(line);
+
+	if (cl->out.len - cl->out_off + n > OUT_MAX) {
 		cl->dead = true;
 		return;
 	}
-	buf_add(&cl->out, line->p, line->len);
+	buf_add(&cl->out, line, n);
 	buf_adds(&cl->out, "\n");
+}
+
+/* Closes L and sends it. */
+static void send_json(struct client *cl, struct jline *l)
+{
+	char *p = jl_close(l);
+
+	send_line(cl, p);
+	free(p);
 }
 
 static void send_error(struct client *cl, const char *fmt, ...) MF_PRINTF(2, 3);
 static void send_error(struct client *cl, const char *fmt, ...)
 {
-	struct buf b = { 0 };
+	struct jline l;
+	struct json *j = jl_open(&l);
 	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	buf_adds(&b, "{");
-	j_kstr(&b, "type", "error");
-	j_kstr(&b, "error", msg);
-	buf_adds(&b, "}");
-	send_line(cl, &b);
-	buf_free(&b);
+	json_obj_begin(j);
+	json_kv_str(j, "type", "error");
+	json_kv_str(j, "error", msg);
+	json_obj_end(j);
+	send_json(cl, &l);
 }
 
-static void folder_json(struct buf *b, const struct acct_folder_snap *f)
+static void folder_json(struct json *j, const struct acct_folder_snap *f)
 {
-	j_sep(b);
-	buf_adds(b, "{");
-	j_kstr(b, "name", f->name);
-	j_kbool(b, "idle", f->idle);
-	j_kstr(b, "watch", f->idle ? watch_state_name(f->watch) : NULL);
-	j_kstr(b, "watch_error", f->watch_error);
-	j_kint(b, "last_ok", f->last_ok);
-	j_kint(b, "last_pass", f->last_pass);
-	j_kstr(b, "last_error", f->last_error);
-	j_kint(b, "fetched", f->fetched);
-	j_kint(b, "flags_changed", f->flags_changed);
-	j_kint(b, "vanished", f->vanished);
-	buf_adds(b, "}");
+	json_obj_begin(j);
+	json_kv_str(j, "name", f->name);
+	json_kv_bool(j, "idle", f->idle);
+	json_kv_str(j, "watch", f->idle ? watch_state_name(f->watch) : NULL);
+	json_kv_str(j, "watch_error", f->watch_error);
+	json_kv_int(j, "last_ok", f->last_ok);
+	json_kv_int(j, "last_pass", f->last_pass);
+	json_kv_str(j, "last_error", f->last_error);
+	json_kv_int(j, "fetched", f->fetched);
+	json_kv_int(j, "flags_changed", f->flags_changed);
+	json_kv_int(j, "vanished", f->vanished);
+	json_obj_end(j);
 }
 
-static void account_json(struct buf *b, const struct acct_snap *s)
+static void account_json(struct json *j, const struct acct_snap *s)
 {
-	j_sep(b);
-	buf_adds(b, "{");
-	j_kstr(b, "name", s->name);
-	j_kstr(b, "state", acct_state_name(s->state));
-	j_kint(b, "since", s->since);
-	j_kbool(b, "connected", s->connected);
-	j_key(b, "pass");
+	json_obj_begin(j);
+	json_kv_str(j, "name", s->name);
+	json_kv_str(j, "state", acct_state_name(s->state));
+	json_kv_int(j, "since", s->since);
+	json_kv_bool(j, "connected", s->connected);
+	json_key(j, "pass");
 	if (s->state == AS_SYNCING) {
-		buf_adds(b, "{");
-		j_kstr(b, "kind", s->pass_kind);
-		j_kstr(b, "folder", s->folder);
-		j_kint(b, "n", s->folder_n);
-		j_kint(b, "of", s->folder_of);
-		buf_adds(b, "}");
+		json_obj_begin(j);
+		json_kv_str(j, "kind", s->pass_kind);
+		json_kv_str(j, "folder", s->folder);
+		json_kv_int(j, "n", s->folder_n);
+		json_kv_int(j, "of", s->folder_of);
+		json_obj_end(j);
 	} else {
-		buf_adds(b, "null");
+		json_null(j);
 	}
-	j_kint(b, "backoff_until", s->backoff_until);
-	j_kint(b, "failures", s->failures);
-	j_kstr(b, "last_error", s->last_error);
-	j_kstr(b, "last_error_kind", s->last_error ? err_kind_name(s->last_error_kind) : NULL);
-	j_kint(b, "last_error_at", s->last_error_at);
-	j_kint(b, "last_sync", s->last_sync);
-	j_kint(b, "next_poll", s->next_poll);
-	j_kint(b, "passes", s->passes);
-	j_kint(b, "pushes", s->pushes);
-	j_key(b, "folders");
-	buf_adds(b, "[");
+	json_kv_int(j, "backoff_until", s->backoff_until);
+	json_kv_int(j, "failures", s->failures);
+	json_kv_str(j, "last_error", s->last_error);
+	json_kv_str(j, "last_error_kind", s->last_error ? err_kind_name(s->last_error_kind) : NULL);
+	json_kv_int(j, "last_error_at", s->last_error_at);
+	json_kv_int(j, "last_sync", s->last_sync);
+	json_kv_int(j, "next_poll", s->next_poll);
+	json_kv_int(j, "passes", s->passes);
+	json_kv_int(j, "pushes", s->pushes);
+	json_key(j, "folders");
+	json_arr_begin(j);
 	for (size_t i = 0; i < s->nf; i++)
-		folder_json(b, &s->f[i]);
-	buf_adds(b, "]}");
+		folder_json(j, &s->f[i]);
+	json_arr_end(j);
+	json_obj_end(j);
 }
 
 static void do_status(struct client *cl, const char *only)
 {
-	struct buf b = { 0 };
+	struct jline l;
+	struct json *j = jl_open(&l);
 	struct daemon_info di;
 	size_t n;
 
-	buf_adds(&b, "{");
-	j_kstr(&b, "type", "status");
-	j_kint(&b, "version", CTL_VERSION);
-	j_kint(&b, "pid", getpid());
+	json_obj_begin(j);
+	json_kv_str(j, "type", "status");
+	json_kv_int(j, "version", CTL_VERSION);
+	json_kv_int(j, "pid", getpid());
 	daemon_lock();
 	daemon_get_info(&di);
-	j_kint(&b, "started", di.started);
-	j_kstr(&b, "config", di.config);
-	j_kint(&b, "reloaded", di.reloaded);
-	j_kstr(&b, "reload_error", di.reload_error);
-	j_key(&b, "accounts");
-	buf_adds(&b, "[");
+	json_kv_int(j, "started", di.started);
+	json_kv_str(j, "config", di.config);
+	json_kv_int(j, "reloaded", di.reloaded);
+	json_kv_str(j, "reload_error", di.reload_error);
+	json_key(j, "accounts");
+	json_arr_begin(j);
 	struct acct *const *a = daemon_accounts(&n);
 	for (size_t i = 0; i < n; i++) {
 		struct acct_snap s;
@@ -286,13 +241,13 @@ static void do_status(struct client *cl, const char *only)
 		if (only && strcmp(acct_name(a[i]), only))
 			continue;
 		acct_snapshot(a[i], &s);
-		account_json(&b, &s);
+		account_json(j, &s);
 		acct_snap_clear(&s);
 	}
 	daemon_unlock();
-	buf_adds(&b, "]}");
-	send_line(cl, &b);
-	buf_free(&b);
+	json_arr_end(j);
+	json_obj_end(j);
+	send_json(cl, &l);
 }
 
 /* ---- SYNC ---- */
@@ -316,19 +271,20 @@ static void wait_clear(struct client *cl)
 
 static void send_done(struct client *cl, bool ok)
 {
-	struct buf b = { 0 };
+	struct jline l;
+	struct json *j = jl_open(&l);
 
-	buf_adds(&b, "{");
-	j_kstr(&b, "type", "done");
-	j_kbool(&b, "ok", ok);
-	buf_adds(&b, "}");
-	send_line(cl, &b);
-	buf_free(&b);
+	json_obj_begin(j);
+	json_kv_str(j, "type", "done");
+	json_kv_bool(j, "ok", ok);
+	json_obj_end(j);
+	send_json(cl, &l);
 }
 
 static void do_sync(struct client *cl, const char *account, const char *folder, bool wait)
 {
-	struct buf b = { 0 };
+	struct jline l;
+	struct json *j;
 	size_t n;
 
 	daemon_lock();
@@ -343,24 +299,24 @@ static void do_sync(struct client *cl, const char *account, const char *folder, 
 		send_error(cl, "a folder needs an account (the configuration has %zu)", n);
 		return;
 	}
-	buf_adds(&b, "{");
-	j_kstr(&b, "type", "queued");
-	j_key(&b, "accounts");
-	buf_adds(&b, "[");
+	j = jl_open(&l);
+	json_obj_begin(j);
+	json_kv_str(j, "type", "queued");
+	json_key(j, "accounts");
+	json_arr_begin(j);
 	for (size_t i = 0; i < n; i++) {
 		if (account && strcmp(acct_name(a[i]), account))
 			continue;
 		uint64_t t = acct_request_sync(a[i], folder);
 
-		j_sep(&b);
-		j_str(&b, acct_name(a[i]));
+		json_str(j, acct_name(a[i]));
 		if (wait)
 			wait_add(cl, acct_name(a[i]), t);
 	}
 	daemon_unlock();
-	buf_adds(&b, "]}");
-	send_line(cl, &b);
-	buf_free(&b);
+	json_arr_end(j);
+	json_obj_end(j);
+	send_json(cl, &l);
 	cl->all_ok = true;
 	if (!wait || !cl->nw)
 		send_done(cl, true);
@@ -368,34 +324,39 @@ static void do_sync(struct client *cl, const char *account, const char *folder, 
 
 static void send_result(struct client *cl, const char *account, bool ok, const char *error)
 {
-	struct buf b = { 0 };
+	struct jline l;
+	struct json *j = jl_open(&l);
 
-	buf_adds(&b, "{");
-	j_kstr(&b, "type", "result");
-	j_kstr(&b, "account", account);
-	j_kbool(&b, "ok", ok);
-	j_kstr(&b, "error", error);
-	buf_adds(&b, "}");
-	send_line(cl, &b);
-	buf_free(&b);
+	json_obj_begin(j);
+	json_kv_str(j, "type", "result");
+	json_kv_str(j, "account", account);
+	json_kv_bool(j, "ok", ok);
+	json_kv_str(j, "error", error);
+	json_obj_end(j);
+	send_json(cl, &l);
 	if (!ok)
 		cl->all_ok = false;
 }
 
-static void progress_line(struct buf *b, const struct acct_snap *s)
+/* The progress line of S (the caller frees it). */
+static char *progress_line(const struct acct_snap *s)
 {
-	buf_adds(b, "{");
-	j_kstr(b, "type", "progress");
-	j_kstr(b, "account", s->name);
-	j_kstr(b, "state", acct_state_name(s->state));
-	j_kstr(b, "folder", s->state == AS_SYNCING ? s->folder : NULL);
-	j_kint(b, "n", s->state == AS_SYNCING ? s->folder_n : 0);
-	j_kint(b, "of", s->state == AS_SYNCING ? s->folder_of : 0);
+	struct jline l;
+	struct json *j = jl_open(&l);
+
+	json_obj_begin(j);
+	json_kv_str(j, "type", "progress");
+	json_kv_str(j, "account", s->name);
+	json_kv_str(j, "state", acct_state_name(s->state));
+	json_kv_str(j, "folder", s->state == AS_SYNCING ? s->folder : NULL);
+	json_kv_int(j, "n", s->state == AS_SYNCING ? s->folder_n : 0);
+	json_kv_int(j, "of", s->state == AS_SYNCING ? s->folder_of : 0);
 	if (s->state == AS_BACKOFF) {
-		j_kint(b, "backoff_until", s->backoff_until);
-		j_kstr(b, "last_error", s->last_error);
+		json_kv_int(j, "backoff_until", s->backoff_until);
+		json_kv_str(j, "last_error", s->last_error);
 	}
-	buf_adds(b, "}");
+	json_obj_end(j);
+	return jl_close(&l);
 }
 
 /* One look at every pending wait of CL. */
@@ -415,17 +376,18 @@ static void wait_poll(struct client *cl)
 		int rc = x ? acct_ticket(x, w->ticket, &e) : -2;
 		if (rc == 0) {
 			struct acct_snap s;
-			struct buf b = { 0 };
+			char *line;
 
 			acct_snapshot(x, &s);
-			progress_line(&b, &s);
+			line = progress_line(&s);
 			acct_snap_clear(&s);
-			if (!w->last || strcmp(w->last, b.p)) {
-				send_line(cl, &b);
+			if (!w->last || strcmp(w->last, line)) {
+				send_line(cl, line);
 				free(w->last);
-				w->last = xstrdup(b.p);
+				w->last = line;
+			} else {
+				free(line);
 			}
-			buf_free(&b);
 			left++;
 			continue;
 		}
@@ -530,11 +492,10 @@ static void client_free(struct client *cl)
 
 static void greet(struct client *cl)
 {
-	struct buf b = { 0 };
+	char line[32];
 
-	buf_addf(&b, "MAILFERRY %d", CTL_VERSION);
-	send_line(cl, &b);
-	buf_free(&b);
+	snprintf(line, sizeof line, "MAILFERRY %d", CTL_VERSION);
+	send_line(cl, line);
 }
 
 static void accept_one(void)

@@ -1,5 +1,6 @@
 /*
- * json.h -- a minimal streaming JSON writer for the CLI's --json output.
+ * json.h -- a minimal streaming JSON writer: the CLI's --json output and the
+ * daemon's control-socket answers.
  *
  * Output is compact, one document per json_init/json_finish.  Commas and
  * colons are placed by the writer; callers only nest begin/end correctly.
@@ -42,6 +43,7 @@ void json_null(struct json *j);
 void json_kv_str(struct json *j, const char *key, const char *s);
 void json_kv_int(struct json *j, const char *key, int64_t v);
 void json_kv_uint(struct json *j, const char *key, uint64_t v);
+void json_kv_bool(struct json *j, const char *key, bool v);
 
 /* Ends the document with a newline.  0, or -1 when the stream has an error.  Does not flush. */
 int json_finish(struct json *j);

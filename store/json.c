@@ -1,5 +1,5 @@
 /*
- * json.c -- the CLI's JSON writer (see json.h).
+ * json.c -- the JSON writer of the CLI and the control socket (see json.h).
  *
  * Why hand-written: the output is small and flat, and what matters is that it
  * is valid whatever bytes a server put in a header; a writer this size can be
@@ -166,6 +166,12 @@ void json_kv_uint(struct json *j, const char *key, uint64_t v)
 {
 	json_key(j, key);
 	json_uint(j, v);
+}
+
+void json_kv_bool(struct json *j, const char *key, bool v)
+{
+	json_key(j, key);
+	json_bool(j, v);
 }
 
 int json_finish(struct json *j)
