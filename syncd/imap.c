@@ -107,27 +107,6 @@ struct imap {
  * line is fine, a trickle is not); past that the stream is cancelled. */
 #define MIN_RATE 1024
 
-static bool host_is_address(const char *h)
-{
-	unsigned char a[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
-}
-
-/* A second line of defence behind the configuration check: `imap_tls = none`
- * must never carry a password over a real network. */
-static bool host_is_loopback(const char *h)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (!strcasecmp(h, "localhost"))
-		return true;
-	if (inet_pton(AF_INET, h, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
-}
-
 bool imap_is_dead(const struct imap *s)
 {
 	return s->dead;
@@ -1279,7 +1258,7 @@ static struct imap *session_new(const struct imap_opts *o)
 	}
 	s->host = xstrdup(o->host);
 	s->port = o->port;
-	s->sni = !host_is_address(o->host);
+	s->sni = !tls_host_is_address(o->host);
 	snprintf(s->label, sizeof s->label, "%s", o->label ? o->label : o->host);
 	/* Copied into the stream at connect time only (LIBETPAN.md section 5). */
 	mailimap_set_timeout(s->m, o->timeout > 0 ? o->timeout : 60);
@@ -1297,7 +1276,9 @@ int imap_connect(const struct imap_opts *o, struct imap **s_r, struct err *e)
 
 	*s_r = NULL;
 	err_clear(e);
-	if (o->tls == TLS_NONE && !host_is_loopback(o->host))
+	/* a second line of defence behind the configuration check: `imap_tls = none`
+	 * must never carry a password over a real network */
+	if (o->tls == TLS_NONE && !conf_host_is_loopback(o->host))
 		return err_set(e, ERR_CONFIG, "refusing IMAP without TLS to %s (not a loopback "
 			       "address)", o->host);
 	if (o->port <= 0 || o->port > 65535)

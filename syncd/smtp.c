@@ -201,13 +201,6 @@ static void trace(mailsmtp *m, int type, const char *str, size_t size, void *ctx
 
 /* ---- connect ---- */
 
-static bool host_is_address(const char *h)
-{
-	unsigned char a[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
-}
-
 static void sni_cb(struct mailstream_ssl_context *c, void *data)
 {
 	struct smtp *s = data;
@@ -490,7 +483,7 @@ int smtp_connect(const struct smtp_opts *o, struct smtp **s_r, struct err *e)
 	}
 	s->host = xstrdup(o->host);
 	s->port = o->port;
-	s->sni = !host_is_address(o->host);
+	s->sni = !tls_host_is_address(o->host);
 	snprintf(s->label, sizeof s->label, "%s", o->label ? o->label : o->host);
 	/* copied into the stream at connect / STARTTLS only (LIBETPAN.md section 5),
 	 * and not even then for plain sockets: stream_timeout() */

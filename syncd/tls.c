@@ -10,6 +10,8 @@
  */
 #include "tls.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,4 +174,11 @@ int tls_verify_stream(mailstream *stream, const char *host, const char *ca_file,
 	rc = tls_verify_der(der, len, n, host, ca_file, e);
 	mailstream_certificate_chain_free(chain);
 	return rc;
+}
+
+bool tls_host_is_address(const char *host)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
 }

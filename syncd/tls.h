@@ -17,6 +17,9 @@ struct _mailstream;
 /* 0 when the chain of STREAM (a TLS stream) is trusted for HOST; -1 with e (ERR_TLS) saying why. */
 int tls_verify_stream(struct _mailstream *stream, const char *host, const char *ca_file, struct err *e);
 
+/* HOST is a literal IPv4 or IPv6 address: it must not go out as SNI (RFC 6066). */
+bool tls_host_is_address(const char *host);
+
 /* The same check on a DER chain (leaf first); used by tls_verify_stream and tests. */
 int tls_verify_der(const unsigned char *const *der, const size_t *len, size_t n, const char *host,
 		   const char *ca_file, struct err *e);
