@@ -39,7 +39,7 @@ static const struct cli_cmd cmds[] = {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: mailferry [-c FILE] [-a ACCOUNT] COMMAND [--json] [ARGS...]\n"
-		   "Inspect the local mirror that mailferryd keeps.\n\ncommands:\n");
+		   "Inspect and operate the mirror and the outbox that mailferryd keeps.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
 		char head[64];
 
@@ -50,7 +50,7 @@ static void usage(FILE *f)
 	fprintf(f, "\noptions:\n"
 		   "  -c FILE       configuration (default $XDG_CONFIG_HOME/mailferry/config)\n"
 		   "  -a ACCOUNT    the account (default: the first; status, verify, sync: all)\n"
-		   "  --json        machine-readable output (status, folders, ls, sync)\n"
+		   "  --json        machine-readable output (status, folders, ls, sync, outbox list)\n"
 		   "  --folder F    sync: only folder F\n"
 		   "  --wait        sync: show progress until the pass ends; exit 1 if it failed\n"
 		   "  --allow-mass-delete\n"
