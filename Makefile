@@ -7,7 +7,8 @@
 #   make asan      the same tests with address + undefined sanitizers (build-asan/)
 #   make install   PREFIX=/usr/local DESTDIR=
 #
-# User CFLAGS are kept; the project's warnings are added on top.  WERROR=1 for CI.
+# User CFLAGS are kept; the project's warnings are added on top.  WERROR=1 (the default when
+# CI=true) makes warnings errors.
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
@@ -20,6 +21,8 @@ CFLAGS  ?= -O2 -g
 PKGS    := libetpan sqlite3 zlib gnutls nettle inih
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wvla -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef -Wno-unused-parameter
+# CI (CI=true, as .ci/run sets it) builds with -Werror; WERROR=0 turns it off there too
+WERROR  ?= $(if $(filter true,$(CI)),1,0)
 ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
