@@ -848,7 +848,7 @@ def cmd_env(a):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"nproc": sh("nproc"), "cpu": cpu, "memory": mem, "kernel": sh("uname -r"),
                     "os": sh(". /etc/os-release && echo \"$PRETTY_NAME\""),
-                    "filesystem": sh("df -T --output=fstype %s | tail -1" % (a.dir or "/"))},
+                    "filesystem": sh("findmnt -no FSTYPE,OPTIONS -T %s" % (a.dir or "/"))},
         "versions": {
             "dovecot": sh("dovecot --version"),
             "mbsync": sh("mbsync --version"),
@@ -858,6 +858,7 @@ def cmd_env(a):
             "python3": sh("python3 --version"),
             "gnutls": dpkg("libgnutls30"),
             "zlib": dpkg("zlib1g"),
+            "libdeflate": dpkg("libdeflate0"),
             "sqlite": dpkg("libsqlite3-0"),
             "libetpan": dpkg("libetpan20"),
             "openssl": sh("openssl version"),

@@ -270,14 +270,17 @@ def machine(R, w):
     w("## Versions and machine\n")
     w("| | |")
     w("|---|---|")
-    for k in ("dovecot", "mbsync", "offlineimap", "mailferryd", "gcc", "python3", "gnutls", "zlib",
+    for k in ("dovecot", "mbsync", "offlineimap", "mailferryd", "gcc", "python3", "gnutls", "zlib", "libdeflate",
               "sqlite", "libetpan", "openssl"):
         w("| %s | %s |" % (k, (v.get(k) or "—").replace("\n", " ").replace("|", "/")))
     w("| kernel | %s |" % mch.get("kernel", ""))
     w("| OS | %s |" % mch.get("os", ""))
     w("| CPU | %s × %s |" % (mch.get("nproc", "?"), (mch.get("cpu") or "?").strip()))
     w("| memory | %s |" % mch.get("memory", ""))
-    w("| filesystem of the stores | %s |" % mch.get("filesystem", ""))
+    fs = mch.get("filesystem", "")
+    if R.res.get("fs") == "fresh":
+        fs = "a new ext4 (mkfs.ext4 defaults, journal on) loop-mounted for the run: " + fs
+    w("| filesystem of the stores | %s |" % fs)
     w("| date | %s |" % env.get("date", ""))
     w("")
 

@@ -62,7 +62,47 @@ else
 fi
 DATA=$TEST_DIR/data
 CLIENTS=$TEST_DIR/clients
-mkdir -p "$OUT" "$DATA" "$CLIENTS"
+TRASH=$TEST_DIR/trash
+mkdir -p "$OUT" "$DATA" "$CLIENTS" "$TRASH"
+
+# Stores and server copies of earlier runs are moved aside, not deleted, until the
+# end: on ext4 without a journal, creating a file right after thousands were
+# deleted scans the inode table for each one (recently_deleted(), 60 s), which
+# would charge the next tool for the previous one's clean-up (bench/PROFILE.md).
+# A user's first sync does not follow a mass deletion; every tool gets the same.
+N_TRASH=0
+trash() {	# DIR [TRASHDIR]
+	[ -e "$1" ] || return 0
+	N_TRASH=$((N_TRASH + 1))
+	mv "$1" "${2:-$TRASH}/$N_TRASH"
+}
+
+# Where the tools' stores live.  BENCH_FS=fresh (the full run's default when it
+# can): a new ext4 (mkfs.ext4 defaults: journal on, as on a user's machine),
+# loop-mounted over a sparse file in the scratch dir, so that every tool writes
+# to a file system no earlier job has filled or emptied (this machine's own
+# disk runs ext4 without a journal, and scans recently freed inodes on every
+# create: bench/PROFILE.md).  Needs root and loop devices; BENCH_FS=dir (the
+# smoke run's default, and the fallback) keeps the stores in the scratch dir.
+FS_MODE=${BENCH_FS:-$([ "$SMOKE" = 1 ] && echo dir || echo auto)}
+STORES=$TEST_DIR/stores
+fs_fresh() {
+	local img=$TEST_DIR/stores.img mb
+	[ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 || return 1
+	# every store stays until the end (see trash): room for all of them
+	mb=$((SCALE * RUNS * 5 * 50 + 512))
+	truncate -s "${mb}M" "$img" && mkfs.ext4 -q -F "$img" >/dev/null 2>&1 || return 1
+	mkdir -p "$STORES" && mount -o loop "$img" "$STORES" 2>/dev/null || { rm -f "$img"; return 1; }
+	mf_at_exit "umount '$STORES' && rm -f '$img'"
+}
+case $FS_MODE in
+fresh) fs_fresh || die "BENCH_FS=fresh: cannot make and loop-mount an ext4 (needs root)" ;;
+auto) fs_fresh || { note "stores in the scratch dir (no loop mount here)"; FS_MODE=dir; } ;;
+dir) ;;
+*) die "BENCH_FS must be fresh, auto or dir" ;;
+esac
+[ "$FS_MODE" = dir ] || FS_MODE=fresh
+mkdir -p "$STORES/.trash"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 T_START=$(date +%s)
@@ -173,7 +213,7 @@ cp -a "$DC_MAILDIR" "$SNAP" || die "snapshot failed"
 RESTORE=${BENCH_RESTORE:-$([ "$SMOKE" = 1 ] && echo live || echo restart)}
 restore_server() {
 	[ "$RESTORE" = live ] || dc_stop
-	rm -rf "$DC_MAILDIR"
+	trash "$DC_MAILDIR"
 	cp -a "$SNAP" "$DC_MAILDIR" || return 1
 	rm -f "$DC_RAWLOG_DIR/$DC_USER"/*
 	if [ "$RESTORE" = live ] && [ -n "${DC_PID:-}" ] && kill -0 "$DC_PID" 2>/dev/null; then
@@ -287,20 +327,20 @@ for t in $RUN_TOOLS; do
 	esac
 done
 
-fresh_store() {	# TOOL
-	rm -rf "$CLIENTS/$1/store"
-	mkdir -p "$CLIENTS/$1/store/mail"
-	[ "$1" = mailferry ] && rmdir "$CLIENTS/$1/store/mail"
-	return 0
+fresh_store() {	# TOOL: $CLIENTS/TOOL/store is a link to an empty $STORES/TOOL
+	trash "$STORES/$1" "$STORES/.trash"
+	mkdir -p "$STORES/$1/mail"
+	[ "$1" = mailferry ] && rmdir "$STORES/$1/mail"
+	ln -sfn "$STORES/$1" "$CLIENTS/$1/store"
 }
 
 # ---------------------------------------------------------------- metadata
 
-py env --dir "$TEST_DIR" --out "$OUT/env.json" || die "bench.py env failed: $REPLY_MSG"
+py env --dir "$STORES" --out "$OUT/env.json" || die "bench.py env failed: $REPLY_MSG"
 cat >"$OUT/meta.json" <<EOF
 {"scale": $SCALE, "runs": $RUNS, "smoke": $SMOKE, "messages": "$MESSAGES",
  "tools": "$(echo $TOOLS)", "n_flags": $N_FLAGS, "n_new": $N_NEW, "n_expunge": $N_EXPUNGE,
- "restore": "$RESTORE", "port": $DC_PORT_TLS}
+ "restore": "$RESTORE", "port": $DC_PORT_TLS, "fs": "$FS_MODE"}
 EOF
 
 # ---------------------------------------------------------------- the runs
