@@ -18,7 +18,7 @@ B       ?= build
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-PKGS    := libetpan sqlite3 zlib gnutls nettle inih
+PKGS    := libetpan sqlite3 zlib libdeflate gnutls nettle inih
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wvla -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef -Wno-unused-parameter
 # CI (CI=true, as .ci/run sets it) builds with -Werror; WERROR=0 turns it off there too
@@ -79,7 +79,7 @@ $(B)/tests/%: $(B)/tests/unit/%.o $(B)/libsyncd.a $(B)/libstore.a
 unit: $(UNIT_BIN) $(PROBE_BIN)
 
 # ---- dependencies (Debian 12) ----
-DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libgnutls28-dev \
+DEB_PKGS := build-essential pkg-config libetpan-dev libsqlite3-dev zlib1g-dev libdeflate-dev libgnutls28-dev \
             nettle-dev libinih-dev libinotifytools0-dev libsasl2-modules dovecot-imapd \
             dovecot-core python3 python3-aiosmtpd openssl sqlite3 ca-certificates \
             procps time perl util-linux isync offlineimap3 msmtp systemd

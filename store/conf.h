@@ -29,7 +29,7 @@ struct conf_account {
 	char **folders;		/* NULL-terminated glob patterns; "!pat" excludes; default {"*"} */
 	enum expunge_mode expunge;	/* default keep */
 	enum compress_mode compress;	/* default gzip */
-	int compress_level;	/* zlib level 1-9, default 6 (see BENCHMARKS.md) */
+	int compress_level;	/* deflate level 1-9, default 6 (see bench/PROFILE.md) */
 	char **idle;		/* NULL-terminated folder names; default {"INBOX"} */
 	int poll_interval;	/* seconds, default 300, >= 10 */
 	int timeout;		/* seconds for connect/read/write, default 60 */

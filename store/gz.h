@@ -1,13 +1,16 @@
 /*
  * gz.h -- message file content: a gzip (RFC 1952) stream or plain bytes.
  *
- * Internal to the store.  The writer streams: it never holds more than its
- * output buffer, whatever the message size.  The reader tells gzip from plain
- * by the magic bytes 1f 8b, so files written with compress = none (or dropped
- * in by hand) pass through unchanged.
+ * Internal to the store.  The writer compresses with libdeflate, one gzip
+ * member per GZ_CHUNK bytes of input: it never holds more than one chunk and
+ * its output, whatever the message size, and a message of at most GZ_CHUNK
+ * bytes (nearly all mail) is one member written by one write(2).  The reader
+ * (zlib) accepts several members as gzip(1) does, and tells gzip from plain by
+ * the magic bytes 1f 8b, so files written with compress = none (or dropped in
+ * by hand) pass through unchanged.
  *
- * Both objects are meant to be reused across many files (deflateReset /
- * inflateReset instead of a new zlib state and buffers per message).
+ * Both objects are meant to be reused across many files (one compressor and
+ * one zlib state with their buffers, not one per message).
  */
 #ifndef MF_GZ_H
 #define MF_GZ_H
@@ -22,17 +25,22 @@
 #include "util.h"
 
 #define GZ_IOBUF (128 * 1024)
-#define GZ_DEFAULT_LEVEL 1
+#define GZ_CHUNK (256 * 1024)	/* input bytes per gzip member */
+#define GZ_DEFAULT_LEVEL 6
+
+struct libdeflate_compressor;
 
 struct gzw {
-	z_stream z;
-	bool zinit;
+	struct libdeflate_compressor *c;
+	int level;		/* of c */
 	bool compress;
-	int level;
 	int fd;
-	unsigned char *out;	/* GZ_IOBUF */
-	size_t outlen;
+	unsigned char *in;	/* GZ_CHUNK: pending input (plain: pending output) */
+	size_t inlen;
+	unsigned char *out;	/* compressed member, outcap bytes */
+	size_t outcap;
 	uint64_t disk_bytes;	/* bytes written to fd for the current file */
+	uint64_t members;	/* gzip members written for the current file */
 };
 
 /* Writes ALL of p to fd (restarting on EINTR / short writes).  -1 with errno. */
@@ -44,7 +52,7 @@ void gzw_start(struct gzw *w, int fd, bool compress, int level);
 int gzw_write(struct gzw *w, const void *p, size_t n);
 /* Ends the stream and writes everything out.  -1 with errno set. */
 int gzw_finish(struct gzw *w);
-/* Frees the zlib state and buffer (the fd is the caller's). */
+/* Frees the compressor and buffers (the fd is the caller's). */
 void gzw_free(struct gzw *w);
 
 struct gzr {

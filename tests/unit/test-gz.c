@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -117,6 +118,13 @@ static void test_write_cases(void)
 		}
 		ok(rc == 0 && gzw_finish(&w) == 0 && close(fd) == 0, "%s: written", c->name);
 		ok(streamed, "%s: streamed (on disk before the end)", c->name);
+		if (c->compress) {
+			/* one gzip member per GZ_CHUNK of input, one for an empty message */
+			uint64_t want = c->size ? (c->size + GZ_CHUNK - 1) / GZ_CHUNK : 1;
+
+			ok(w.members == want, "%s: %" PRIu64 " gzip member(s), want %" PRIu64,
+			   c->name, w.members, want);
+		}
 		back = read_back(path, &nback, &gz, &e);
 		ok(back && nback == c->size && !memcmp(back, data, c->size), "%s: read back (%s)",
 		   c->name, back ? "same bytes?" : e.msg);
