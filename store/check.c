@@ -59,7 +59,7 @@ struct scan {
 	int64_t size;
 	int64_t mtime;
 	int64_t disk;
-	unsigned char hash[32];
+	unsigned char hash[STORE_HASH_LEN];
 };
 
 static void scanner_free(struct scanner *s)

@@ -24,7 +24,9 @@
  *     internaldate   INTEGER         epoch seconds (also the file's mtime)
  *     size           INTEGER         bytes of the original message (before gzip)
  *     disk_size      INTEGER         bytes of the file (for status; not checked)
- *     hash           BLOB            SHA-256 of the original bytes (32 bytes)
+ *     hash           BLOB            SHA-256 of the original bytes, its first
+ *                                    16 bytes (STORE_HASH_LEN; rows written
+ *                                    before 0.1 hold all 32: read as the first 16)
  *     filename       TEXT            name in cur/: <unique>,U=<uid>:2,<letters>
  *     message_id, from_, subject   TEXT or NULL: raw header values (Date is not
  *                    kept: INTERNALDATE serves listing and re-matching, and the
@@ -765,7 +767,7 @@ static void msg_row(sqlite3_stmt *s, struct store_msg *m)
 	m->flags = col_str(s, 3);
 	m->internaldate = col_i64(s, 4);
 	m->size = col_i64(s, 5);
-	if (h && sqlite3_column_bytes(s, 6) == (int)sizeof m->hash)
+	if (h && sqlite3_column_bytes(s, 6) >= (int)sizeof m->hash)
 		memcpy(m->hash, h, sizeof m->hash);
 	m->filename = col_str(s, 7);
 	m->message_id = col_str(s, 8);

@@ -297,7 +297,7 @@ size_t plan_rematch(const struct rm_key *r, size_t nr, struct rm_src *s, size_t 
 		for (first = end = lo; end < nv && !key_cmp(v[end].s->msgid, v[end].s->size,
 							     v[end].s->date, r[k].msgid, r[k].size,
 							     r[k].date); end++) {
-			same &= !memcmp(v[end].s->hash, v[first].s->hash, 32);
+			same &= !memcmp(v[end].s->hash, v[first].s->hash, STORE_HASH_LEN);
 			if (pick == SIZE_MAX && !v[end].s->used)
 				pick = end;
 		}

@@ -47,7 +47,7 @@ struct where {
 	uint32_t uid;
 	bool deleted;
 	char *msgid;		/* normalised, owned */
-	unsigned char hash[32];
+	unsigned char hash[STORE_HASH_LEN];
 };
 
 struct sources {
@@ -73,7 +73,7 @@ static int src_add(const struct store_msg *m, void *ctx)
 	sr->w[sr->n] = (struct where){ .fid = m->folder_id, .uid = m->uid,
 				       .deleted = m->deleted_at != 0,
 				       .msgid = plan_msgid(m->message_id) };
-	memcpy(sr->w[sr->n].hash, m->hash, 32);
+	memcpy(sr->w[sr->n].hash, m->hash, STORE_HASH_LEN);
 	sr->s[sr->n] = (struct rm_src){ .size = m->size, .date = m->internaldate };
 	sr->n++;
 	return 0;
@@ -377,7 +377,7 @@ out:
 /* ---- cleanup ---- */
 
 struct hashes {
-	unsigned char (*h)[32];
+	unsigned char (*h)[STORE_HASH_LEN];
 	uint32_t *uid;
 	size_t n, cap;
 };
@@ -391,14 +391,14 @@ static int hash_add(const struct store_msg *m, void *ctx)
 		hs->h = xrealloc(hs->h, hs->cap * sizeof *hs->h);
 		hs->uid = xrealloc(hs->uid, hs->cap * sizeof *hs->uid);
 	}
-	memcpy(hs->h[hs->n], m->hash, 32);
+	memcpy(hs->h[hs->n], m->hash, STORE_HASH_LEN);
 	hs->uid[hs->n++] = m->uid;
 	return 0;
 }
 
 static int hash_cmp(const void *a, const void *b)
 {
-	return memcmp(a, b, 32);
+	return memcmp(a, b, STORE_HASH_LEN);
 }
 
 /* Archive Z of f: the rows whose content f holds (one for one), or all of them. */
@@ -420,14 +420,15 @@ static int clean_one(const struct sync_folder_args *a, const struct store_folder
 		qsort(fh.h, fh.n, sizeof *fh.h, hash_cmp);
 	for (size_t i = 0; i < zh.n; i++) {
 		bool drop = a->acct->expunge == EXPUNGE_MIRROR;
-		unsigned char (*hit)[32] = fh.n ? bsearch(zh.h[i], fh.h, fh.n, 32, hash_cmp) : NULL;
+		unsigned char (*hit)[STORE_HASH_LEN] =
+			fh.n ? bsearch(zh.h[i], fh.h, fh.n, STORE_HASH_LEN, hash_cmp) : NULL;
 
 		if (!drop && hit) {
 			size_t k = (size_t)(hit - fh.h);
 
-			while (k > 0 && !memcmp(fh.h[k - 1], zh.h[i], 32))
+			while (k > 0 && !memcmp(fh.h[k - 1], zh.h[i], STORE_HASH_LEN))
 				k--;
-			for (; k < fh.n && !memcmp(fh.h[k], zh.h[i], 32); k++)
+			for (; k < fh.n && !memcmp(fh.h[k], zh.h[i], STORE_HASH_LEN); k++)
 				if (!taken[k]) {
 					taken[k] = drop = true;
 					break;

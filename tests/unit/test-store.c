@@ -404,7 +404,8 @@ static void check_written(struct store *st, const struct store_folder *f, enum c
 		ok(store_msg_get(st, f->id, w->uid, &m, &e) == 1, "%s: UID %u has a row", how, w->uid);
 		sha256_of(want, w->size, hash);
 		flags_to_maildir(canon, false, letters);
-		ok(m.size == (int64_t)w->size && !memcmp(m.hash, hash, 32) && !strcmp(m.flags, canon) &&
+		ok(m.size == (int64_t)w->size && !memcmp(m.hash, hash, STORE_HASH_LEN) &&
+		   !strcmp(m.flags, canon) &&
 		   m.internaldate == 1700000000 + w->uid && m.modseq == w->uid * 10 && !m.deleted_at,
 		   "%s: UID %u: size, SHA-256, flags, internaldate, modseq", how, w->uid);
 		path = xasprintf("%s/mail/%s/cur/%s", store_dir(st), f->path, m.filename);
@@ -443,6 +444,43 @@ static void check_written(struct store *st, const struct store_folder *f, enum c
 	}
 }
 
+/* Rows hold STORE_HASH_LEN bytes of the SHA-256; a row written with all 32 (before
+ * 0.1) reads back as its first 16 and verifies clean. */
+static void check_hash_rows(struct store *st, const struct store_folder *f, const char *how)
+{
+	char *p = xasprintf("%s/index.sqlite", store_dir(st));
+	unsigned char *want = msg_bytes(3, 1500, 3), full[32];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	struct store_msg m;
+	struct err e = { 0 };
+	int n16 = -1, rc;
+
+	sha256_of(want, 1500, full);
+	if (sqlite3_open(p, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE length(hash) = 16", -1, &s,
+			       NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		n16 = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	ok(n16 == (int)NW, "%s: every row holds a 16-byte hash (%d of %zu)", how, n16, NW);
+	s = NULL;
+	sqlite3_busy_timeout(db, 5000);
+	rc = sqlite3_prepare_v2(db, "UPDATE messages SET hash = ?1 WHERE uid = 3", -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_blob(s, 1, full, 32, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+	}
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	ok(rc == SQLITE_DONE, "%s: UID 3 given a 32-byte hash, as older versions wrote", how);
+	ok(store_msg_get(st, f->id, 3, &m, &e) == 1 && !memcmp(m.hash, full, STORE_HASH_LEN),
+	   "%s: it reads back as its first %d bytes", how, STORE_HASH_LEN);
+	store_msg_clear(&m);
+	ok(verify(st) == 0, "%s: and verifies clean", how);
+	free(want);
+	free(p);
+}
+
 static void test_write_read(enum compress_mode c, const char *how)
 {
 	const char *acct = new_account();
@@ -479,6 +517,8 @@ static void test_write_read(enum compress_mode c, const char *how)
 	st = open_ok(acct, c);
 	ok(st && nrows(st, &f) == (int64_t)NW && verify(st) == 0, "%s: reopened: same rows, clean",
 	   how);
+	if (st)
+		check_hash_rows(st, &f, how);
 	store_close(&st);
 	store_folder_clear(&f);
 }
@@ -795,7 +835,8 @@ static void test_orphans(void)
 	if (!st)
 		return;
 	sha256_of(p50, 5000, h);
-	ok(store_msg_get(st, f.id, 50, &m, &e) == 1 && m.size == 5000 && !memcmp(m.hash, h, 32) &&
+	ok(store_msg_get(st, f.id, 50, &m, &e) == 1 && m.size == 5000 &&
+	   !memcmp(m.hash, h, STORE_HASH_LEN) &&
 	   !strcmp(m.flags, "\\Flagged \\Seen") && m.internaldate == 1600000000 &&
 	   m.subject && !strcmp(m.subject, "message 50\tfolded") && m.modseq == 0,
 	   "the hand-made gzip file is adopted: size, hash, flags, date, headers");
