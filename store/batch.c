@@ -100,12 +100,49 @@ void store_writer_free(struct store_writer *w)
 	free(w);
 }
 
+/* A spare writer (with its compressor and buffers) or a new one. */
+static struct store_writer *writer_take(struct store *st, struct store_batch *b)
+{
+	struct store_writer *w = NULL;
+
+	for (size_t i = 0; i < STORE_SPARE_WRITERS && !w; i++)
+		w = __atomic_exchange_n(&st->spare[i], NULL, __ATOMIC_ACQ_REL);
+	if (!w)
+		w = xcalloc(1, sizeof *w);
+	w->b = b;
+	w->busy = false;
+	return w;
+}
+
+/* Keeps w for a later batch when a spare slot is free, frees it otherwise. */
+static void writer_give(struct store *st, struct store_writer *w)
+{
+	for (size_t i = 0; i < STORE_SPARE_WRITERS && w; i++)
+		w = __atomic_exchange_n(&st->spare[i], w, __ATOMIC_ACQ_REL);
+	store_writer_free(w);	/* the last one pushed out, if every slot was taken */
+}
+
+void store_batch_writing_done(struct store_batch *b)
+{
+	if (!b || !b->w)
+		return;
+	if (b->w->busy) {
+		log_warn("%s: a message still being written was dropped", b->label);
+		store_msg_abort(&(struct store_writer *){ b->w });
+	}
+	writer_give(b->st, b->w);
+	b->w = NULL;
+}
+
 int store_msg_begin(struct store_batch *b, struct store_writer **w_r, struct err *e)
 {
-	struct store_writer *w = b->w;
+	struct store_writer *w;
 	int fd, idx;
 
 	*w_r = NULL;
+	if (!b->w)
+		b->w = writer_take(b->st, b);
+	w = b->w;
 	if (w->busy)
 		return err_set(e, ERR_LOCAL, "%s: a message is already being written", b->label);
 	idx = mdir_new_file(&b->mb, &fd, e);
@@ -226,10 +263,7 @@ int store_batch_begin(struct store *st, const struct store_folder *f, struct sto
 		free(b);
 		return -1;
 	}
-	b->w = st->spare ? st->spare : xcalloc(1, sizeof *b->w);
-	st->spare = NULL;
-	b->w->b = b;
-	b->w->busy = false;
+	b->w = writer_take(st, b);
 	*b_r = b;
 	return 0;
 }
@@ -298,10 +332,7 @@ static void batch_free(struct store_batch *b, bool committed)
 		store_msg_clear(&b->nw[i].m);
 	for (size_t i = 0; i < b->nops; i++)
 		free(b->ops[i].flags);
-	if (b->st->spare)
-		store_writer_free(b->w);
-	else
-		b->st->spare = b->w;
+	writer_give(b->st, b->w);
 	free(b->nw);
 	free(b->ops);
 	free(b->label);
@@ -522,7 +553,7 @@ int store_batch_commit(struct store_batch **bp, struct err *e)
 	if (!b)
 		return err_set(e, ERR_LOCAL, "committing a batch that is not open");
 	*bp = NULL;
-	if (b->w->busy) {
+	if (b->w && b->w->busy) {
 		log_warn("%s: a message still being written was dropped at commit", b->label);
 		store_msg_abort(&(struct store_writer *){ b->w });
 	}

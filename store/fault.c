@@ -103,7 +103,7 @@ bool fault_fire(enum fault_point p)
 	if (!fault_state)
 		return false;
 	r = &rules[p];
-	n = ++counts[p];
+	n = __atomic_add_fetch(&counts[p], 1, __ATOMIC_RELAXED);	/* writer threads too */
 	if (!r->nth || n < r->nth || (n > r->nth && !r->sticky))
 		return false;
 	if (r->crash) {

@@ -9,6 +9,8 @@
 
 struct store_writer;
 
+#define STORE_SPARE_WRITERS 2
+
 struct store {
 	char *dir;		/* <root>/<account> */
 	char *maildir;		/* <dir>/mail */
@@ -18,7 +20,10 @@ struct store {
 	struct idx *idx;
 	struct store_opts opts;
 	bool fchmod_files;	/* the umask takes bits off 0600: fchmod each new file */
-	struct store_writer *spare;	/* a writer's buffers and zlib state, kept for reuse */
+	/* writers' buffers and compressors kept for reuse: one per writer lane
+	 * (syncd/pipe.c); taken and given back with atomic exchanges, because a
+	 * batch may give its writer back from a commit thread */
+	struct store_writer *spare[STORE_SPARE_WRITERS];
 };
 
 /* ERR_LOCAL when the store was opened read-only. */

@@ -198,8 +198,8 @@ void store_close(struct store **stp)
 	if (!st)
 		return;
 	idx_close(&st->idx);
-	if (st->spare)
-		store_writer_free(st->spare);
+	for (size_t i = 0; i < STORE_SPARE_WRITERS; i++)
+		store_writer_free(st->spare[i]);
 	if (st->mailfd >= 0)
 		close(st->mailfd);
 	if (st->dirfd >= 0)

@@ -198,6 +198,9 @@ void store_batch_folder_state(struct store_batch *b, uint32_t uidvalidity, uint3
 			      uint64_t highestmodseq, bool pass_complete);
 /* Number of messages and bytes (uncompressed) added so far. */
 size_t store_batch_count(const struct store_batch *b);
+/* No more messages will be written to b: its writer (compressor and buffers) goes
+ * back to the store for the next batch while b waits for its commit. */
+void store_batch_writing_done(struct store_batch *b);
 /* Makes everything durable in the order above.  Frees the batch in all cases. */
 int store_batch_commit(struct store_batch **b, struct err *e);
 /* Drops the batch: tmp files removed, nothing renamed, nothing committed. */

@@ -35,6 +35,7 @@
 #include "sync-int.h"
 #include "pipe.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,11 +112,67 @@ bool sync_stop_requested(const struct sync_hooks *h)
 
 /* ---- bodies ---- */
 
-/* Downloads one planned batch through the writer pipe and makes what arrived
- * durable (one store batch per writer lane, committed in turn).  A writer
- * (disk) error wins over the network error it caused. */
+/*
+ * A batch's commit (syncfs, renames into cur/, fsync of cur/, the index
+ * transaction) runs in a thread of its own while the next batch downloads:
+ * measured on a first sync of the corpus, the line otherwise stood idle for
+ * 60-100 ms at the end of every batch.  The order of durability is the same as
+ * committing in line: batch N's commit is done before batch N+1's begins, and
+ * the folder's state is written only after the last one (sync_execute waits).
+ * While a commit runs, only its thread uses the index: the downloading side
+ * (IMAP reader, writer lanes) touches files and memory only.
+ */
+struct commit_job {
+	pthread_t tid;
+	bool running;
+	struct store_batch *b[PIPE_LANES];
+	size_t nb;
+	int rc;
+	struct err e;
+};
+
+/* Commits every lane's batch in turn; the first error wins, the rest are undone. */
+static int commit_batches(struct store_batch **b, size_t nb, struct err *e)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < nb; i++) {
+		if (rc == 0 && store_batch_commit(&b[i], e) < 0)
+			rc = -1;
+		store_batch_abort(&b[i]);	/* NULL after a commit: nothing to do */
+	}
+	return rc;
+}
+
+static void *commit_main(void *arg)
+{
+	struct commit_job *j = arg;
+
+	j->rc = commit_batches(j->b, j->nb, &j->e);
+	return NULL;
+}
+
+/* Waits for the commit in flight, if any: 0, or -1 with its error. */
+static int commit_wait(struct commit_job *j, struct err *e)
+{
+	if (!j->running)
+		return 0;
+	pthread_join(j->tid, NULL);
+	j->running = false;
+	if (j->rc < 0) {
+		*e = j->e;
+		return -1;
+	}
+	return 0;
+}
+
+/* Downloads one planned batch through the writer pipe.  What arrived is made
+ * durable by a commit thread (j) while the caller goes on to the next batch, or
+ * in line when the line broke (the pass ends here) or no thread can start.  A
+ * writer (disk) error wins over the network error it caused. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
-		       const struct plan_batch *pb, struct sync_stats *s, struct err *e)
+		       const struct plan_batch *pb, struct commit_job *j, struct sync_stats *s,
+		       struct err *e)
 {
 	struct store_batch *b[PIPE_LANES] = { NULL };
 	size_t nb = pb->count < 2 * PIPE_LANES ? 1 : PIPE_LANES;
@@ -136,19 +193,33 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 		rc = -1;
 		goto abort;
 	}
+	for (size_t i = 0; i < nb; i++)
+		store_batch_writing_done(b[i]);	/* its buffers serve the next batch */
+	/* the batch before must be durable first: it may hold older UIDs */
+	if (commit_wait(j, &ce) < 0) {
+		*e = ce;
+		rc = -1;
+		goto abort;
+	}
 	s->fetched += pr.fetched;
 	s->fetched_bytes += pr.bytes;
-	/* Keep whatever was received completely, even when the line broke. */
-	for (size_t i = 0; i < nb; i++)
-		if (store_batch_commit(&b[i], rc < 0 ? &ce : e) < 0) {
-			if (rc < 0)
-				*e = ce;
-			rc = -1;
-			goto abort;
-		}
 	if (rc == 0 && pr.ended < pb->count)
 		log_info("%s: server returned %zu of %zu messages asked for (expunged meanwhile?)",
 			 a->label, pr.ended, pb->count);
+	if (rc == 0) {
+		memcpy(j->b, b, sizeof b);
+		j->nb = nb;
+		if (pthread_create(&j->tid, NULL, commit_main, j) == 0) {
+			j->running = true;
+			return 0;
+		}
+	}
+	/* Keep whatever was received completely, even when the line broke. */
+	if (commit_batches(b, nb, rc < 0 ? &ce : e) < 0) {
+		if (rc < 0)
+			*e = ce;
+		return -1;
+	}
 	return rc;
 abort:
 	for (size_t i = 0; i < nb; i++)
@@ -263,15 +334,25 @@ int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 		if (store_undelete(a->st, f, p->revived, p->nrevived, e) < 0)
 			return -1;
 	}
+	struct commit_job j = { .running = false };
+	struct err ce;
+
 	for (size_t i = 0; i < p->nbatches; i++) {
-		/* between durable batches: the daemon may want the line (shutdown, a push) */
-		if (sync_stop_requested(a->hooks))
+		/* between batches: the daemon may want the line (shutdown, a push) */
+		if (sync_stop_requested(a->hooks)) {
+			if (commit_wait(&j, e) < 0)
+				return -1;
 			return err_set(e, ERR_STOPPED, "stopped after %zu of %zu batches", i,
 				       p->nbatches);
-		if (fetch_batch(a, f, &p->batches[i], s, e) < 0)
+		}
+		if (fetch_batch(a, f, &p->batches[i], &j, s, e) < 0) {
+			/* the commit in flight still counts; its error (a disk one) first */
+			if (commit_wait(&j, &ce) < 0)
+				*e = ce;
 			return -1;
+		}
 	}
-	return 0;
+	return commit_wait(&j, e);
 }
 
 int sync_full(const struct sync_folder_args *a, struct store_folder *f,
