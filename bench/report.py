@@ -121,7 +121,8 @@ def initial_table(R, w):
             fmt(a["wall"]), ratio(a["wall"], mbs), ratio(a["wall"], flo), fmt(a["cpu"]),
             fmt(a["srv"]), fmt(a["rss"] / 1024 if a["rss"] else None, 1),
             fmt(mb(a["store"]), 1) if t != "floor" else "—",
-            ratio(a["store"], total) if t != "floor" else "—", fmt(a["cmds"], 0)))
+            "%.3f×" % (a["store"] / total) if t != "floor" and a["store"] and total else "—",
+            fmt(a["cmds"], 0)))
     w("")
 
 
@@ -150,7 +151,7 @@ def targets(R, others, w):
                                % (o.res.get("scale"), R.res.get("scale")),
                                "%.1f MB (%+.1f MB)" % (omf["rss"] / 1024, d), d <= 2))
     if mf["store"] and total:
-        checks.append(("store ≤ 0.45× corpus bytes", "%.2f×" % (mf["store"] / total),
+        checks.append(("store ≤ 0.45× corpus bytes", "%.3f×" % (mf["store"] / total),
                        mf["store"] <= 0.45 * total))
     w("### Targets of issue 3 (initial sync, scale %s)\n" % R.res.get("scale"))
     if not checks:

@@ -25,7 +25,10 @@
 #include "util.h"
 
 #define GZ_IOBUF (128 * 1024)
-#define GZ_CHUNK (256 * 1024)	/* input bytes per gzip member */
+/* Input bytes per gzip member.  64 KiB: 15 messages of the corpus's 6,046 are
+ * bigger; 256 KiB stored 0.01 % less and cost 0.7 MB more peak RSS (two
+ * writer lanes, each with a chunk and its compressed output). */
+#define GZ_CHUNK (64 * 1024)
 #define GZ_DEFAULT_LEVEL 6
 
 struct libdeflate_compressor;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t1070-readers: the store is readable by the tools DESIGN.md names ("The store"): every message
 # file of a folder is gzip (magic 1f 8b) that `gzip -dc` turns back into the server's exact bytes;
-# a message bigger than GZ_CHUNK (store/gz.h, 256 KiB) is several concatenated gzip members and
+# a message bigger than GZ_CHUNK (store/gz.h, 64 KiB) is several concatenated gzip members and
 # the small ones are one; `mailferry show` agrees; and Dovecot with its zlib plugin, pointed at a
 # copy of the store as a Maildir (the DESIGN's mail_location), gives back every message whole,
 # the 1.2 MB multi-member one included.  The messages are hostile but valid: CRLF line ends,
@@ -31,7 +31,7 @@ def put(name, data):
     with open(f"{d}/{name}", "wb") as f:
         f.write(data)
 put("1", b"From: a@example.org\r\nSubject: small\r\nMessage-ID: <small@t1070>\r\n\r\nsmall\r\n")
-# ~1.2 MB of text: with one gzip member per 256 KiB of message, its file has 5 members
+# ~1.2 MB of text: with one gzip member per 64 KiB of message, its file has 19 members
 r = random.Random(1070)
 words = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(1, 10)))
          for _ in range(5000)]
