@@ -69,7 +69,6 @@ void mdir_list_free(char **names, size_t n);
 
 struct mdir_new;
 struct mdir_ren;
-struct mdir_pool;
 
 struct mdir_batch {
 	char *dir;		/* absolute folder directory, for messages */
@@ -84,12 +83,7 @@ struct mdir_batch {
 	size_t nopen;		/* new files whose fd is still open */
 	bool synced;		/* mdir_batch_sync ran to the end */
 	bool failed;		/* a finished file could not be closed: the sync fails */
-	struct mdir_pool *pool;	/* files created ahead by a helper thread (big batches) */
 };
-
-/* From this many new files on, a batch creates its tmp/ files ahead in a
- * helper thread: see mdir.c "Creating files ahead". */
-#define MDIR_POOL_FROM 8
 
 /* Opens the folder's tmp/ and cur/.  0 / -1 (ERR_LOCAL). */
 int mdir_batch_open(struct mdir_batch *mb, int mailfd, const char *maildir, const char *path,
