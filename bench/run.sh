@@ -5,13 +5,13 @@
 #   make bench-smoke   the same with BENCH_SMOKE=1 (a few hundred messages, one run, < 60 s)
 #
 # One private Dovecot (tests/lib/dovecot.sh: 127.0.0.1, implicit TLS with a generated CA,
-# rawlog_dir, per-session fetch_body counters in the log) is loaded with the SpamAssassin
+# a stats metric counting IMAP commands, per-session fetch_body counters in the log) is loaded with the SpamAssassin
 # corpus in five folders with flags, then snapshotted.  For every run and every tool the
 # snapshot is restored and the tool syncs into an EMPTY store:
 #   (a) initial sync   (b) a pass with no change
 #   (c) a pass after N_FLAGS flag changes and N_NEW new messages made on the server (doveadm)
 #   (d) a pass after N_EXPUNGE expunges
-# Each step is timed with /usr/bin/time, its IMAP commands counted from the rawlog, its store
+# Each step is timed with /usr/bin/time, its IMAP commands counted by Dovecot's stats, its store
 # measured with du, and its result checked against the server (bench/bench.py verify).
 # Raw results: $BENCH_OUT/results.json (+ results.jsonl, per-step logs in the scratch dir when
 # kept); the report: BENCHMARKS.md (bench/report.py).  The exit status is the number of
@@ -164,10 +164,15 @@ py() {	# ARGS...: one request; the one-line answer in $REPLY_MSG, status 0 for "
 
 # ---------------------------------------------------------------- server + corpus + snapshot
 
-# The client's side only (the rawlog post-login wrapper with -f in): rawlog_dir would
-# also write every byte the server sends, unbuffered, and that cost the server enough to
-# add ~0.3 s to a 1 s initial sync.
-DC_RAWLOG=in
+# IMAP commands are counted by Dovecot itself: a stats metric on imap_command_finished,
+# read (and reset) with `doveadm stats dump -r` around each step.  A rawlog would do too,
+# but rawlog_dir writes every byte the server sends, unbuffered, which added ~0.3 s to a
+# 1 s initial sync, and the rawlog post-login proxy (-f in) dropped sessions that ran
+# longer than a second at scale 10.
+DC_EXTRA_CONF="metric imap_cmd {
+  filter = event=imap_command_finished
+  group_by = cmd_name
+}"
 dc_start || die "cannot start the private Dovecot"
 MF_PASSFILE=$TEST_DIR/demo.pass
 mf_password_file "$MF_PASSFILE" "$DC_PASS"
@@ -204,11 +209,16 @@ cp -a "$DC_MAILDIR" "$SNAP" || die "snapshot failed"
 # Dovecot runs idle -- no session is open then (each step waits for its sessions to log
 # out), and Dovecot keeps no mailbox state outside the Maildir between sessions.
 RESTORE=${BENCH_RESTORE:-$([ "$SMOKE" = 1 ] && echo live || echo restart)}
+dc_doveadm_json() {	# the doveadm command line of dc_doveadm, as a JSON list
+	local -a c=(doveadm -c "$DC_CONF")
+	[ "$(id -u)" = 0 ] && c=(runuser -u "$DC_RUNAS" -- "${c[@]}")
+	python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${c[@]}"
+}
+
 restore_server() {
 	[ "$RESTORE" = live ] || dc_stop
 	trash "$DC_MAILDIR"
 	cp -a "$SNAP" "$DC_MAILDIR" || return 1
-	rm -f "$DC_RAWLOG_USER_DIR"/*
 	if [ "$RESTORE" = live ] && [ -n "${DC_PID:-}" ] && kill -0 "$DC_PID" 2>/dev/null; then
 		return 0
 	fi
@@ -237,7 +247,7 @@ apply_plan() {
 
 # bench.py serve started before these were known: hand them over
 py setenv BENCH_CLIENTS="$CLIENTS" BENCH_PORT="$DC_PORT_TLS" BENCH_USER="$DC_USER" \
-	BENCH_PASSFILE="$MF_PASSFILE" BENCH_CA="$DC_CA" BENCH_RAWLOG="$DC_RAWLOG_USER_DIR" \
+	BENCH_PASSFILE="$MF_PASSFILE" BENCH_CA="$DC_CA" BENCH_DOVEADM="$(dc_doveadm_json)" \
 	BENCH_DCLOG="$DC_LOG" BENCH_FOLDERS="$DATA/manifest.json" BENCH_PLAN="$DATA/plan.json" \
 	BENCH_HASHES="$DATA/hashes.txt" MF_BIN="$MF_BIN" BENCH_DCRUN="$DC_RUN" ||
 	die "bench.py setenv failed"
