@@ -263,6 +263,7 @@ int store_batch_begin(struct store *st, const struct store_folder *f, struct sto
 		free(b);
 		return -1;
 	}
+	store_pending(st, 1);	/* until a commit succeeds, or an abort before any rename */
 	b->w = writer_take(st, b);
 	*b_r = b;
 	return 0;
@@ -341,8 +342,14 @@ static void batch_free(struct store_batch *b, bool committed)
 
 void store_batch_abort(struct store_batch **bp)
 {
-	if (*bp)
-		batch_free(*bp, false);
+	struct store_batch *b = *bp;
+
+	if (!b)
+		return;
+	/* files in tmp/ only (the sync never began: that happens in commit), which
+	 * every open removes: the abort leaves nothing for the full check */
+	store_pending(b->st, -1);
+	batch_free(b, false);
 	*bp = NULL;
 }
 
@@ -560,10 +567,12 @@ int store_batch_commit(struct store_batch **bp, struct err *e)
 	if (plan(b, &u, &nu, e) == 0 && mdir_batch_sync(&b->mb, e) == 0 &&
 	    (!(b->state || nu || store_batch_count(b)) || write_rows(b, u, nu, e) == 0))
 		committed = true;
-	if (committed)
+	if (committed) {
 		rc = 0;
-	else
-		err_prefix(e, "%s", b->label);
+		store_pending(b->st, -1);
+	} else {
+		err_prefix(e, "%s", b->label);	/* pending stays: the next open checks all */
+	}
 	for (size_t i = 0; i < nu; i++)
 		idx_brief_clear(&u[i].row);
 	free(u);

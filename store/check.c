@@ -298,6 +298,7 @@ struct adoption {
 
 struct rctx {
 	struct store *st;
+	bool full;		/* false: only tmp/ (a clean shutdown before) */
 	const struct store_folder *f;
 	struct scanner sc;
 	store_problem_cb *cb;
@@ -592,7 +593,13 @@ static int reconcile_folder(struct rctx *c, const struct store_folder *f, struct
 		err_set(e, ERR_LOCAL, "%s: cur/, new/ or tmp/ vanished", c->d.dir);
 		goto out;
 	}
-	if (clear_tmp(c, e) < 0 || idx_brief_list(c->st->idx, f->id, &c->rows, &c->nrows, e) < 0)
+	if (clear_tmp(c, e) < 0)
+		goto out;
+	if (!c->full) {
+		rc = 0;
+		goto out;
+	}
+	if (idx_brief_list(c->st->idx, f->id, &c->rows, &c->nrows, e) < 0)
 		goto out;
 	c->row_ok = xcalloc(c->nrows + 1, sizeof *c->row_ok);
 	if (list_files(c, e) < 0 || match_rows(c, e) < 0 || adopt_orphans(c, e) < 0 ||
@@ -606,9 +613,9 @@ out:
 	return rc;
 }
 
-int store_reconcile(struct store *st, store_problem_cb *cb, void *ctx, struct err *e)
+int store_reconcile(struct store *st, bool full, store_problem_cb *cb, void *ctx, struct err *e)
 {
-	struct rctx c = { .st = st, .cb = cb, .ctx = ctx };
+	struct rctx c = { .st = st, .full = full, .cb = cb, .ctx = ctx };
 	struct store_folder *f;
 	size_t n;
 	int rc = 0;
@@ -617,6 +624,9 @@ int store_reconcile(struct store *st, store_problem_cb *cb, void *ctx, struct er
 		return -1;
 	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = reconcile_folder(&c, &f[i], e);
+	if (rc == 0)
+		log_debug(LOGC_STORE, "%s: startup check (%s): %zu folders, %d fixes", st->dir,
+			  full ? "full" : "tmp/ only, clean shutdown before", n, c.fixes);
 	store_folder_list_free(f, n);
 	scanner_free(&c.sc);
 	return rc < 0 ? -1 : c.fixes;

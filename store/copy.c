@@ -103,6 +103,7 @@ int store_copy_begin(struct store *st, const struct store_folder *dst, struct st
 		free(c);
 		return -1;
 	}
+	store_pending(st, 1);	/* until the commit succeeds (an abort unlinks from cur/) */
 	*c_r = c;
 	return 0;
 }
@@ -228,6 +229,8 @@ int store_copy_commit(struct store_copy **cp, struct err *e)
 	}
 	if (rc < 0)
 		err_prefix(e, "%s", c->label);
+	else
+		store_pending(c->st, -1);
 	copy_free(c, rc < 0);
 	return rc;
 }
@@ -241,7 +244,7 @@ void store_copy_abort(struct store_copy **cp)
 
 /* ---- purge, undelete ---- */
 
-int store_purge(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+static int purge_do(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
 		struct err *e)
 {
 	struct idx_brief b;
@@ -278,12 +281,25 @@ int store_purge(struct store *st, const struct store_folder *f, const uint32_t *
 	return rc;
 }
 
+/* A failure leaves the change pending: the next open runs the full check. */
+int store_purge(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+		struct err *e)
+{
+	int rc;
+
+	store_pending(st, 1);
+	rc = purge_do(st, f, uids, n, e);
+	if (rc >= 0)
+		store_pending(st, -1);
+	return rc;
+}
+
 struct undel {
 	struct idx_brief b;
 	char *from;		/* the name before; NULL when unchanged */
 };
 
-int store_undelete(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+static int undelete_do(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
 		   struct err *e)
 {
 	struct undel *v = xcalloc(n ? n : 1, sizeof *v);
@@ -338,6 +354,19 @@ int store_undelete(struct store *st, const struct store_folder *f, const uint32_
 	return rc;
 }
 
+/* A failure leaves the change pending: the next open runs the full check. */
+int store_undelete(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+		   struct err *e)
+{
+	int rc;
+
+	store_pending(st, 1);
+	rc = undelete_do(st, f, uids, n, e);
+	if (rc >= 0)
+		store_pending(st, -1);
+	return rc;
+}
+
 /* ---- archive folders ---- */
 
 static void folder_copy(struct store_folder *to, const struct store_folder *from)
@@ -348,7 +377,7 @@ static void folder_copy(struct store_folder *to, const struct store_folder *from
 	to->path = xstrdup(from->path);
 }
 
-int store_folder_archive(struct store *st, const struct store_folder *f, struct store_folder *z_r,
+static int folder_archive_do(struct store *st, const struct store_folder *f, struct store_folder *z_r,
 			 struct err *e)
 {
 	struct store_folder *all = NULL, z = { 0 };
@@ -389,7 +418,20 @@ int store_folder_archive(struct store *st, const struct store_folder *f, struct 
 	return 0;
 }
 
-int store_folder_remove(struct store *st, const struct store_folder *f, struct err *e)
+/* A failure leaves the change pending: the next open runs the full check. */
+int store_folder_archive(struct store *st, const struct store_folder *f, struct store_folder *z_r,
+			 struct err *e)
+{
+	int rc;
+
+	store_pending(st, 1);
+	rc = folder_archive_do(st, f, z_r, e);
+	if (rc >= 0)
+		store_pending(st, -1);
+	return rc;
+}
+
+static int folder_remove_do(struct store *st, const struct store_folder *f, struct err *e)
 {
 	static const char *const subs[] = { "cur", "new", "tmp" };
 	struct idx_brief *b = NULL;
@@ -421,4 +463,16 @@ int store_folder_remove(struct store *st, const struct store_folder *f, struct e
 	if (unlinkat(st->mailfd, f->path, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		log_debug(LOGC_STORE, "rmdir(%s/%s): %s", st->maildir, f->path, strerror(errno));
 	return 0;
+}
+
+/* A failure leaves the change pending: the next open runs the full check. */
+int store_folder_remove(struct store *st, const struct store_folder *f, struct err *e)
+{
+	int rc;
+
+	store_pending(st, 1);
+	rc = folder_remove_do(st, f, e);
+	if (rc >= 0)
+		store_pending(st, -1);
+	return rc;
 }

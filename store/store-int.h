@@ -24,7 +24,17 @@ struct store {
 	 * (syncd/pipe.c); taken and given back with atomic exchanges, because a
 	 * batch may give its writer back from a commit thread */
 	struct store_writer *spare[STORE_SPARE_WRITERS];
+	/* Changes to files begun and not (yet) ended well: batches and copies
+	 * between begin and a successful commit, a purge or folder operation that
+	 * failed.  1 until the startup check has run.  A writable close at 0
+	 * leaves the "clean" marker (store.c); atomic: commits run in threads. */
+	int pending;
 };
+
+static inline void store_pending(struct store *st, int d)
+{
+	__atomic_add_fetch(&st->pending, d, __ATOMIC_ACQ_REL);
+}
 
 /* ERR_LOCAL when the store was opened read-only. */
 int store_check_writable(const struct store *st, struct err *e);

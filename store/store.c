@@ -151,6 +151,40 @@ static void report_log(const char *folder, const char *what, void *ctx)
 	log_notice("%s: %s: %s", st->dir, folder, what);
 }
 
+/*
+ * The "clean" marker: an empty file <store>/<account>/clean, left by a writable
+ * close after which every file change of the process had ended well (nothing
+ * pending, see store-int.h).  A writable open takes it away, durably, before it
+ * changes anything; when it was there, the startup check only empties tmp/
+ * instead of listing every cur/ against the index (O(messages): ~20 ms for the
+ * corpus's 6,046, ten times that at 60,000, on every `mailferryd --once`).  After
+ * a crash, kill -9 or any failed change there is no marker, and the full check
+ * runs.  Changes made by hand meanwhile are what `mailferry verify` reports.
+ */
+static bool take_clean_marker(struct store *st)
+{
+	if (unlinkat(st->dirfd, "clean", 0) < 0) {
+		if (errno != ENOENT)
+			log_warn("unlink(%s/clean): %s", st->dir, strerror(errno));
+		return false;
+	}
+	/* durable before any change: a crash must not find the marker again */
+	if (fsync(st->dirfd) < 0) {
+		log_warn("fsync(%s): %s", st->dir, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static void put_clean_marker(struct store *st)
+{
+	int fd = openat(st->dirfd, "clean", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0 || close(fd) < 0 || fsync(st->dirfd) < 0)
+		log_debug(LOGC_STORE, "%s/clean: %s (the next open checks everything)", st->dir,
+			  strerror(errno));
+}
+
 int store_open(const char *root, const char *account, const struct store_opts *o,
 	       struct store **st_r, struct err *e)
 {
@@ -180,8 +214,10 @@ int store_open(const char *root, const char *account, const struct store_opts *o
 	    idx_open(ipath, o->read_only && !o->index_writable, &st->idx, e) < 0)
 		goto fail;
 	free(ipath);
-	if (!o->read_only && store_reconcile(st, report_log, st, e) < 0)
+	st->pending = 1;	/* a failed open leaves no marker */
+	if (!o->read_only && store_reconcile(st, !take_clean_marker(st), report_log, st, e) < 0)
 		goto fail_nopath;
+	st->pending = 0;
 	*st_r = st;
 	return 0;
 fail:
@@ -198,6 +234,8 @@ void store_close(struct store **stp)
 	if (!st)
 		return;
 	idx_close(&st->idx);
+	if (st->lockfd >= 0 && __atomic_load_n(&st->pending, __ATOMIC_ACQUIRE) == 0)
+		put_clean_marker(st);
 	for (size_t i = 0; i < STORE_SPARE_WRITERS; i++)
 		store_writer_free(st->spare[i]);
 	if (st->mailfd >= 0)

@@ -266,11 +266,14 @@ typedef void store_problem_cb(const char *folder, const char *what, void *ctx);
 int store_verify(struct store *st, store_problem_cb *cb, void *ctx, struct err *e);
 /*
  * Startup reconciliation (run by store_open when writable): tmp/ files are
- * removed; a cur/ file with no row whose U= is not indexed is adopted (row
- * rebuilt from its name, bytes and mtime); a row whose file was renamed (flags
- * differ) gets its file name fixed.  Returns the number of fixes or -1.
+ * removed; with FULL, a cur/ file with no row whose U= is not indexed is adopted
+ * (row rebuilt from its name, bytes and mtime); a row whose file was renamed
+ * (flags differ) gets its file name fixed.  store_open asks for FULL unless the
+ * last writable close was clean (store.c, the "clean" marker).  Returns the
+ * number of fixes or -1.
  */
-int store_reconcile(struct store *st, store_problem_cb *cb, void *ctx, struct err *e);
+int store_reconcile(struct store *st, bool full, store_problem_cb *cb, void *ctx,
+		    struct err *e);
 
 /* ---- totals for status ---- */
 struct store_stats {

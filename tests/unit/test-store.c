@@ -788,7 +788,11 @@ static void test_orphans(void)
 	cur = folder_dir(st, &f, "cur");
 	newd = folder_dir(st, &f, "new");
 	char *n1 = filename_of(st, &f, 1), *n2 = filename_of(st, &f, 2), *n3 = filename_of(st, &f, 3);
+	char *marker = xasprintf("%s/clean", store_dir(st));
 	store_close(&st);
+	/* what follows is what a crash leaves behind: and a crash leaves no marker */
+	ok(unlink(marker) == 0, "a clean close left the marker (removed: a crash leaves none)");
+	free(marker);
 
 	/* 1. a gzip file dropped into cur/ by hand */
 	path = xasprintf("%s/1600000000.M1P1Q1.hand,U=50:2,FS", cur);
@@ -1003,6 +1007,66 @@ static int run_child(const char *acct, const struct fcase *c)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* After a clean close the startup check only empties tmp/; after a crash or a
+ * failed change (no marker) it checks everything. */
+static void test_clean_marker(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP), *ro;
+	struct store_opts roo = { .read_only = true };
+	struct store_folder f;
+	struct store_msg m;
+	struct err e = { 0 };
+	static const uint32_t uids[] = { 1, 2 }, more[] = { 3 };
+	unsigned char *p60 = msg_bytes(60, 3000, 60);
+	char *marker, *orphan, *junk;
+	struct problems pr = { 0 };
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0 || add_simple(st, &f, uids, 2, &e) < 0)
+		return;
+	marker = xasprintf("%s/clean", store_dir(st));
+	orphan = xasprintf("%s/mail/%s/cur/1600000060.M6P6Q6.hand,U=60:2,S", store_dir(st), f.path);
+	junk = xasprintf("%s/mail/%s/tmp/1600000061.M6P6Q6.x", store_dir(st), f.path);
+	ok(access(marker, F_OK) < 0, "no marker while the store is open");
+	store_close(&st);
+	ok(access(marker, F_OK) == 0, "a clean close leaves the marker");
+
+	write_gzip_file(orphan, p60, 3000, 1600000060);
+	write_plain_file(junk, "junk", 4);
+	st = open_ok(acct, COMPRESS_GZIP);
+	ok(st && access(marker, F_OK) < 0, "a writable open takes the marker away");
+	ok(access(junk, F_OK) < 0, "tmp/ is emptied all the same");
+	ok(st && store_msg_get(st, f.id, 60, &m, &e) == 0 && nrows(st, &f) == 2,
+	   "the cur/ scan is skipped: a file put there by hand is not adopted");
+	store_close(&st);
+	ok(store_open(root, acct, &roo, &ro, &e) == 0 && ro && store_verify(ro, collect, &pr, &e) == 1,
+	   "verify reports it");
+	store_close(&ro);
+
+	ok(unlink(marker) == 0, "as after a crash: no marker");
+	st = open_ok(acct, COMPRESS_GZIP);
+	ok(st && store_msg_get(st, f.id, 60, &m, &e) == 1 && m.size == 3000,
+	   "then the full check runs and adopts the file");
+	store_msg_clear(&m);
+
+	setenv("MF_FAULT", "commit:1", 1);
+	fault_reset();
+	ok(st && add_simple(st, &f, more, 1, &e) < 0, "a commit fails (MF_FAULT=commit:1)");
+	unsetenv("MF_FAULT");
+	fault_reset();
+	store_close(&st);
+	ok(access(marker, F_OK) < 0, "after a failed change the close leaves no marker");
+	st = open_ok(acct, COMPRESS_GZIP);
+	ok(st && verify(st) == 0 && nrows(st, &f) == 3, "the full check leaves a clean store (%lld rows)",
+	   st ? (long long)nrows(st, &f) : -1LL);
+	store_close(&st);
+	store_folder_clear(&f);
+	free(marker);
+	free(orphan);
+	free(junk);
+	free(p60);
+}
+
 static void test_fault(const struct fcase *c)
 {
 	const char *acct = new_account();
@@ -1163,6 +1227,7 @@ int main(void)
 	test_write_read(COMPRESS_NONE, "plain");
 	test_changes();
 	test_orphans();
+	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
 		test_fault(&fcases[i]);
 	test_many();
