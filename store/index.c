@@ -431,6 +431,12 @@ static int setup(struct idx *x, bool read_only, struct err *e)
 {
 	sqlite3_busy_timeout(x->db, BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(x->db, 1);
+	/* Page cache: 512 KiB instead of SQLite's 2 MB.  Batches append rows in
+	 * rowid order and look up single keys, which a few hot pages serve (the OS
+	 * caches the file); at 60,000 messages the default cache was a good part of
+	 * the 3 MB that a first sync's peak RSS grew by over 6,000 (issue 3). */
+	if (exec_sql(x, "PRAGMA cache_size=-512", "setting the cache size", e) < 0)
+		return -1;
 	if (read_only) {
 		if (check_version(x, e) < 0)
 			return -1;
