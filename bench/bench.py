@@ -363,18 +363,21 @@ def stats_dump():
     counts = {}
     for line in p.stdout.splitlines()[1:]:
         f = line.split("\t")
-        if len(f) > 2 and f[1] == "duration" and f[2].isdigit():
-            counts[f[0]] = int(f[2])
+        if len(f) > 3 and f[1] == "duration" and f[2].isdigit() and f[3].isdigit():
+            counts[f[0]] = (int(f[2]), int(f[3]))  # count, microseconds
     return counts
 
 
 def count_commands():
-    """Tagged commands the clients sent after login, and how many of each (Dovecot's stats;
-    commands before login -- CAPABILITY, LOGIN, AUTHENTICATE -- are imap-login's, not counted)."""
+    """Tagged commands the clients sent after login, how many of each, and the server's time
+    in each kind in ms (Dovecot's stats; commands before login -- CAPABILITY, LOGIN,
+    AUTHENTICATE -- are imap-login's, not counted)."""
     c = stats_dump()
-    verbs = {k[len("imap_cmd_"):].replace("_", " "): v for k, v in c.items()
-             if k.startswith("imap_cmd_") and v}
-    return c.get("imap_cmd", 0), verbs
+    verbs = {k[len("imap_cmd_"):].replace("_", " "): v[0] for k, v in c.items()
+             if k.startswith("imap_cmd_") and v[0]}
+    ms = {k[len("imap_cmd_"):].replace("_", " "): round(v[1] / 1000, 1) for k, v in c.items()
+          if k.startswith("imap_cmd_") and v[0]}
+    return c.get("imap_cmd", (0, 0))[0], verbs, ms
 
 
 def log_since(mark):
@@ -520,7 +523,7 @@ def cmd_measure(a):
     if rec.get("cpu") is not None and rec["server_cpu"] is not None:
         rec["other_cpu"] = round(max(0.0, busy1 - busy0 - rec["cpu"] - rec["server_cpu"]), 3)
     rec["sessions"] = n_in
-    rec["commands"], rec["verbs"] = count_commands()
+    rec["commands"], rec["verbs"], rec["server_ms"] = count_commands()
     body_n = body_b = sent = recv = 0
     for m in LOGOUT.finditer(log_since(mark)):
         recv += int(m.group(1))
