@@ -209,10 +209,9 @@ cp -a "$DC_MAILDIR" "$SNAP" || die "snapshot failed"
 # Dovecot runs idle -- no session is open then (each step waits for its sessions to log
 # out), and Dovecot keeps no mailbox state outside the Maildir between sessions.
 RESTORE=${BENCH_RESTORE:-$([ "$SMOKE" = 1 ] && echo live || echo restart)}
-dc_doveadm_json() {	# the doveadm command line of dc_doveadm, as a JSON list
-	local -a c=(doveadm -c "$DC_CONF")
-	[ "$(id -u)" = 0 ] && c=(runuser -u "$DC_RUNAS" -- "${c[@]}")
-	python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${c[@]}"
+dc_doveadm_json() {	# dc_doveadm's command line, as a JSON list (for bench.py)
+	python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \
+		"${DC_RUNAS_PREFIX[@]}" doveadm -c "$DC_CONF"
 }
 
 restore_server() {

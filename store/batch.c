@@ -560,10 +560,7 @@ int store_batch_commit(struct store_batch **bp, struct err *e)
 	if (!b)
 		return err_set(e, ERR_LOCAL, "committing a batch that is not open");
 	*bp = NULL;
-	if (b->w && b->w->busy) {
-		log_warn("%s: a message still being written was dropped at commit", b->label);
-		store_msg_abort(&(struct store_writer *){ b->w });
-	}
+	store_batch_writing_done(b);	/* the commit writes no message */
 	if (plan(b, &u, &nu, e) == 0 && mdir_batch_sync(&b->mb, e) == 0 &&
 	    (!(b->state || nu || store_batch_count(b)) || write_rows(b, u, nu, e) == 0))
 		committed = true;

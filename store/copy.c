@@ -281,17 +281,20 @@ static int purge_do(struct store *st, const struct store_folder *f, const uint32
 	return rc;
 }
 
-/* A failure leaves the change pending: the next open runs the full check. */
-int store_purge(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
-		struct err *e)
+/* The public changes below count as pending (store-int.h) while they run; a
+ * failure leaves them so, and the next open runs the full check. */
+static int pending_end(struct store *st, int rc)
 {
-	int rc;
-
-	store_pending(st, 1);
-	rc = purge_do(st, f, uids, n, e);
 	if (rc >= 0)
 		store_pending(st, -1);
 	return rc;
+}
+
+int store_purge(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
+		struct err *e)
+{
+	store_pending(st, 1);
+	return pending_end(st, purge_do(st, f, uids, n, e));
 }
 
 struct undel {
@@ -354,17 +357,11 @@ static int undelete_do(struct store *st, const struct store_folder *f, const uin
 	return rc;
 }
 
-/* A failure leaves the change pending: the next open runs the full check. */
 int store_undelete(struct store *st, const struct store_folder *f, const uint32_t *uids, size_t n,
 		   struct err *e)
 {
-	int rc;
-
 	store_pending(st, 1);
-	rc = undelete_do(st, f, uids, n, e);
-	if (rc >= 0)
-		store_pending(st, -1);
-	return rc;
+	return pending_end(st, undelete_do(st, f, uids, n, e));
 }
 
 /* ---- archive folders ---- */
@@ -418,17 +415,11 @@ static int folder_archive_do(struct store *st, const struct store_folder *f, str
 	return 0;
 }
 
-/* A failure leaves the change pending: the next open runs the full check. */
 int store_folder_archive(struct store *st, const struct store_folder *f, struct store_folder *z_r,
 			 struct err *e)
 {
-	int rc;
-
 	store_pending(st, 1);
-	rc = folder_archive_do(st, f, z_r, e);
-	if (rc >= 0)
-		store_pending(st, -1);
-	return rc;
+	return pending_end(st, folder_archive_do(st, f, z_r, e));
 }
 
 static int folder_remove_do(struct store *st, const struct store_folder *f, struct err *e)
@@ -465,14 +456,8 @@ static int folder_remove_do(struct store *st, const struct store_folder *f, stru
 	return 0;
 }
 
-/* A failure leaves the change pending: the next open runs the full check. */
 int store_folder_remove(struct store *st, const struct store_folder *f, struct err *e)
 {
-	int rc;
-
 	store_pending(st, 1);
-	rc = folder_remove_do(st, f, e);
-	if (rc >= 0)
-		store_pending(st, -1);
-	return rc;
+	return pending_end(st, folder_remove_do(st, f, e));
 }

@@ -11,8 +11,8 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
-#include <stdbool.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -13,7 +13,8 @@
 #                          for more settings (appended to the generated dovecot.conf).
 #   dc_stop                stops it by master.pid and waits for the ports to be free.
 #   dc_restart             dc_stop + dc_start on the same ports and mail (picks up DC_SERVE_*).
-#   dc_doveadm ARGS...     doveadm -c $DC_CONF ARGS, as the server's user.
+#   dc_doveadm ARGS...     doveadm -c $DC_CONF ARGS, as the server's user (the command
+#                          line is "${DC_RUNAS_PREFIX[@]}" doveadm -c "$DC_CONF").
 #   dc_save FOLDER [FILE]  saves FILE (or stdin) into FOLDER, prints nothing.
 #   dc_mailbox create|delete|rename ARGS...   (create makes parents; -s subscribe)
 #   dc_flags add|remove FLAGS FOLDER UIDSET   e.g. dc_flags add '\Seen $Label1' INBOX 1:3
@@ -36,12 +37,10 @@ DC_USER=demo
 : "${DC_PASS:=ferry-Demo-pass-1}"
 DC_TEST_USER=mferry-test
 
+# DC_RUNAS_PREFIX (set by dc_user_setup): the words that run a command as the server's
+# user -- "runuser -u mferry-test --" as root, nothing otherwise.
 _dc_runas() {
-	if [ "$(id -u)" = 0 ]; then
-		runuser -u "$DC_RUNAS" -- "$@"
-	else
-		"$@"
-	fi
+	"${DC_RUNAS_PREFIX[@]}" "$@"
 }
 
 dc_user_setup() {
@@ -56,6 +55,10 @@ dc_user_setup() {
 		fi
 	else
 		DC_RUNAS=$(id -un)
+	fi
+	DC_RUNAS_PREFIX=()
+	if [ "$(id -u)" = 0 ]; then
+		DC_RUNAS_PREFIX=(runuser -u "$DC_RUNAS" --)
 	fi
 	DC_UID=$(id -u "$DC_RUNAS")
 	DC_GID=$(id -g "$DC_RUNAS")
