@@ -15,6 +15,9 @@ BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 DESTDIR ?=
 B       ?= build
+# the recursive makes of check/asan/demo print no "Entering directory" lines: what
+# `make check` / `make asan` print last is prove's summary
+MAKEFLAGS += --no-print-directory
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
