@@ -45,9 +45,11 @@ messages() {	# rows in the index (live ones), 0 before the store exists
 # files the index does not know yet (written, not committed) are allowed: the next start
 # cleans them up.
 consistent() {
-	local out=$TEST_DIR/verify.$1.out
+	local out=$TEST_DIR/verify.$1.out found
 	"$MF" -c "$CONF" verify >"$out" 2>&1
-	! grep -E "is missing|holds [0-9]+ bytes|does not match" "$out"
+	found=$(grep -E "is missing|holds [0-9]+ bytes|does not match" "$out") || return 0
+	diag "verify after $1 (seed $SEED): $found"
+	return 1
 }
 
 bad=0 interrupted=0
