@@ -30,6 +30,7 @@
  * for tests.
  */
 #include "acct.h"
+#include "control.h"
 #include "daemon.h"
 #include "sync.h"
 #include "imap.h"
@@ -272,6 +273,8 @@ static void tickets_finish(struct acct *x, const struct work *w, const struct er
 			t->e = *e;
 	}
 	pthread_mutex_unlock(&x->mu);
+	if (w->ntickets)
+		control_wake();
 }
 
 /* The session could not be opened: whoever waits for a pass hears it now

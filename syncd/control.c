@@ -33,7 +33,8 @@
  *     {"type":"queued","accounts":[A...]}
  *     with wait=1, while the passes run (at most every 200 ms, on change):
  *       {"type":"progress","account":A,"state":S,"folder":F|null,"n":N,"of":N}
- *     and when each account's pass ended:
+ *     and as soon as each account's pass ended (the account thread wakes this
+ *     one: control_wake):
  *       {"type":"result","account":A,"ok":B,"error":S|null}
  *     {"type":"done","ok":B}
  *     Without account=, every account; folder= needs account= unless there is
@@ -87,12 +88,15 @@ struct client {
 
 static struct {
 	int lfd, stopfd, lockfd;
+	/* written by control_wake: a wait may have ended.  It lives as long as the
+	 * process (an account still stopping may write it after control_stop). */
+	_Atomic int wakefd;
 	char *path, *lockpath;
 	pthread_t tid;
 	bool started;
 	struct client *c[CLIENTS_MAX];
 	size_t nc;
-} ctl = { .lfd = -1, .stopfd = -1, .lockfd = -1 };
+} ctl = { .lfd = -1, .stopfd = -1, .lockfd = -1, .wakefd = -1 };
 
 /* ---- JSON output (strings are untrusted: server folder names, errors) ---- */
 
@@ -583,33 +587,37 @@ static void *control_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		struct pollfd p[CLIENTS_MAX + 2];
+		struct pollfd p[CLIENTS_MAX + 3];
 		bool waiting = false;
 		size_t npoll = ctl.nc;
+		uint64_t n;
 
 		p[0] = (struct pollfd){ .fd = ctl.stopfd, .events = POLLIN };
 		p[1] = (struct pollfd){ .fd = ctl.lfd, .events = POLLIN };
+		p[2] = (struct pollfd){ .fd = ctl.wakefd, .events = POLLIN };
 		for (size_t i = 0; i < ctl.nc; i++) {
 			struct client *cl = ctl.c[i];
 
-			p[i + 2] = (struct pollfd){ .fd = cl->fd };
+			p[i + 3] = (struct pollfd){ .fd = cl->fd };
 			if (!cl->nw && !cl->closing)
-				p[i + 2].events |= POLLIN;
+				p[i + 3].events |= POLLIN;
 			if (cl->out.len > cl->out_off)
-				p[i + 2].events |= POLLOUT;
+				p[i + 3].events |= POLLOUT;
 			waiting |= cl->nw > 0;
 		}
-		if (poll(p, npoll + 2, waiting ? PROGRESS_MS : -1) < 0 && errno != EINTR)
+		if (poll(p, npoll + 3, waiting ? PROGRESS_MS : -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents)
 			break;
 		if (p[1].revents & POLLIN)
 			accept_one();
+		if ((p[2].revents & POLLIN) && read(ctl.wakefd, &n, sizeof n) < 0)
+			(void)0;	/* EAGAIN: another turn read it */
 		for (size_t i = 0; i < ctl.nc; i++) {
 			struct client *cl = ctl.c[i];
 
 			/* clients accepted in this turn (i >= npoll) only get their greeting */
-			if (i < npoll && (p[i + 2].revents & (POLLIN | POLLHUP | POLLERR)))
+			if (i < npoll && (p[i + 3].revents & (POLLIN | POLLHUP | POLLERR)))
 				client_read(cl);
 			if (cl->nw) {
 				wait_poll(cl);
@@ -701,7 +709,9 @@ int control_start(const char *config, struct err *e)
 		return busy ? 1 : -1;
 	}
 	ctl.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ctl.stopfd < 0) {
+	if (ctl.wakefd < 0)
+		ctl.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctl.stopfd < 0 || ctl.wakefd < 0) {
 		err_sys(e, ERR_LOCAL, "eventfd");
 		control_cleanup();
 		return -1;
@@ -718,6 +728,15 @@ int control_start(const char *config, struct err *e)
 	ctl.started = true;
 	log_info("control socket %s", ctl.path);
 	return 0;
+}
+
+void control_wake(void)
+{
+	uint64_t one = 1;
+	int fd = ctl.wakefd;
+
+	if (fd >= 0 && write(fd, &one, sizeof one) < 0)
+		(void)0;	/* EAGAIN: the counter is full, the thread wakes all the same */
 }
 
 void control_stop(void)

@@ -13,6 +13,12 @@
  * not run: e says so); -1 when the socket cannot be made (e).
  */
 int control_start(const char *config, struct err *e);
+/*
+ * Tells the control thread that a pass ended (acct.c, when it settles the
+ * tickets of `SYNC wait=1` requests), so that the answer goes out now rather
+ * than at the next progress tick.  Any thread; harmless without a socket.
+ */
+void control_wake(void);
 /* Closes the socket (removing it) and ends the thread; clients get EOF. */
 void control_stop(void);
 
