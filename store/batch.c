@@ -314,6 +314,14 @@ void store_batch_folder_state(struct store_batch *b, uint32_t uidvalidity, uint3
 	b->pass_complete = pass_complete;
 }
 
+bool store_batch_has(const struct store_batch *b, uint32_t uid)
+{
+	for (size_t i = b->nnew; i-- > 0;)
+		if (b->nw[i].m.uid == uid && b->nw[i].idx >= 0)
+			return true;
+	return false;
+}
+
 size_t store_batch_count(const struct store_batch *b)
 {
 	size_t n = 0;

@@ -220,8 +220,15 @@ int incr_folder(const struct sync_folder_args *a, struct store_folder *f,
 		  "%zu vanished, %zu at or above; fetch %zu, flags %zu", a->label,
 		  qresync ? "QRESYNC" : "CONDSTORE", (unsigned long long)f->highestmodseq, base,
 		  c.rv.n, p.nvanished, nv.n, p.nfetch, p.nflags);
-	if (sync_guard(a, f, p.nvanished, (size_t)live, e) < 0 || sync_execute(a, f, &p, s, e) < 0 ||
-	    sync_watermark(a, f, nv.m, nv.n, sel->uidnext ? sel->uidnext : base, &uidnext, e) < 0)
+	if (sync_guard(a, f, p.nvanished, (size_t)live, e) < 0)
+		goto out;
+	if (sync_small(&p)) {
+		rc = sync_execute_small(a, f, &p, sel, nv.m, nv.n, base, s, e);
+		goto out;
+	}
+	if (sync_execute(a, f, &p, s, e) < 0 ||
+	    sync_watermark(a, f, NULL, nv.m, nv.n, sel->uidnext ? sel->uidnext : base, &uidnext,
+			   e) < 0)
 		goto out;
 	rc = sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e);
 out:

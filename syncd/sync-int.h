@@ -50,6 +50,18 @@ extern const struct plan_limits sync_limits;
 int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 		 const struct plan *p, struct sync_stats *s, struct err *e);
 
+/* Is P small enough for sync_execute_small: at most one download batch, on one
+ * writer lane, and no revived rows? */
+bool sync_small(const struct plan *p);
+/* An incremental change set in ONE batch: flag changes, vanished UIDs, the new
+ * messages and the folder state (UIDNEXT by sync_watermark over NV, the
+ * messages listed at or above BASE) are made durable together, one commit
+ * instead of three.  A small pass after changes is mostly those commits.  When
+ * the line breaks, what arrived complete is still committed, without the state. */
+int sync_execute_small(const struct sync_folder_args *a, const struct store_folder *f,
+		       const struct plan *p, const struct imap_selected *sel, const struct rmsg *nv,
+		       size_t nnv, uint32_t base, struct sync_stats *s, struct err *e);
+
 /* The mass-deletion guard for a pass that would remove NREMOVE of NLIVE messages:
  * 0 go on (under the threshold, or the user accepted), -1 ERR_FOLDER (recorded in
  * the folder for `mailferry status`). */
@@ -63,10 +75,11 @@ int sync_record_state(const struct sync_folder_args *a, const struct store_folde
 
 /* The UIDNEXT to record: the server's (or past the highest UID it listed when it
  * named none), but never past the lowest of R's UIDs that is still not stored: a
- * message the pass could not download must stay in the next incremental range. */
+ * message the pass could not download must stay in the next incremental range.
+ * PENDING (or NULL): a batch not committed yet whose messages count as stored. */
 int sync_watermark(const struct sync_folder_args *a, const struct store_folder *f,
-		   const struct rmsg *r, size_t nr, uint32_t server_uidnext, uint32_t *uidnext_r,
-		   struct err *e);
+		   const struct store_batch *pending, const struct rmsg *r, size_t nr,
+		   uint32_t server_uidnext, uint32_t *uidnext_r, struct err *e);
 
 /* The full pass on a remote view already scanned (rv): plan, guard, execute,
  * archives, state.  `rematched` says rematch.c already linked what it could. */

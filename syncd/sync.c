@@ -231,31 +231,40 @@ abort:
 	return -1;
 }
 
+/* Queues the plan's flag changes and vanished UIDs on b. */
+static int add_changes(const struct sync_folder_args *a, struct store_batch *b,
+		       const struct plan *p, struct err *e)
+{
+	int64_t now = now_sec();
+
+	for (size_t i = 0; i < p->nflags; i++)
+		if (store_batch_flags(b, p->flags[i].uid, p->flags[i].flags, p->flags[i].modseq,
+				      e) < 0)
+			return -1;
+	for (size_t i = 0; i < p->nvanished; i++)
+		if (store_batch_vanished(b, p->vanished[i], a->acct->expunge, now, e) < 0)
+			return -1;
+	return 0;
+}
+
 static int apply_changes(const struct sync_folder_args *a, const struct store_folder *f,
 			 const struct plan *p, struct sync_stats *s, struct err *e)
 {
 	struct store_batch *b;
-	int64_t now = now_sec();
 
 	if (!p->nflags && !p->nvanished)
 		return 0;
 	if (store_batch_begin(a->st, f, &b, e) < 0)
 		return -1;
-	for (size_t i = 0; i < p->nflags; i++)
-		if (store_batch_flags(b, p->flags[i].uid, p->flags[i].flags, p->flags[i].modseq,
-				      e) < 0)
-			goto fail;
-	for (size_t i = 0; i < p->nvanished; i++)
-		if (store_batch_vanished(b, p->vanished[i], a->acct->expunge, now, e) < 0)
-			goto fail;
+	if (add_changes(a, b, p, e) < 0) {
+		store_batch_abort(&b);
+		return -1;
+	}
 	if (store_batch_commit(&b, e) < 0)
 		return -1;
 	s->flags_changed += (int64_t)p->nflags;
 	s->vanished += (int64_t)p->nvanished;
 	return 0;
-fail:
-	store_batch_abort(&b);
-	return -1;
 }
 
 int sync_record_state(const struct sync_folder_args *a, const struct store_folder *f,
@@ -271,8 +280,8 @@ int sync_record_state(const struct sync_folder_args *a, const struct store_folde
 }
 
 int sync_watermark(const struct sync_folder_args *a, const struct store_folder *f,
-		   const struct rmsg *r, size_t nr, uint32_t server_uidnext, uint32_t *uidnext_r,
-		   struct err *e)
+		   const struct store_batch *pending, const struct rmsg *r, size_t nr,
+		   uint32_t server_uidnext, uint32_t *uidnext_r, struct err *e)
 {
 	struct store_lmsg *l = NULL;
 	size_t nl = 0, j = 0;
@@ -285,7 +294,8 @@ int sync_watermark(const struct sync_folder_args *a, const struct store_folder *
 	for (size_t i = 0; i < nr && r[i].uid < w; i++) {	/* both by UID */
 		while (j < nl && l[j].uid < r[i].uid)
 			j++;
-		if (j >= nl || l[j].uid != r[i].uid) {
+		if ((j >= nl || l[j].uid != r[i].uid) &&
+		    !(pending && store_batch_has(pending, r[i].uid))) {
 			log_info("%s: UID %u is not stored yet: the next pass asks again from there",
 				 a->label, r[i].uid);
 			w = r[i].uid;
@@ -359,6 +369,67 @@ int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 	return commit_wait(&j, e);
 }
 
+bool sync_small(const struct plan *p)
+{
+	return !p->nrevived &&
+	       (p->nbatches == 0 || (p->nbatches == 1 && p->batches[0].bytes < LANE_MIN_BYTES));
+}
+
+int sync_execute_small(const struct sync_folder_args *a, const struct store_folder *f,
+		       const struct plan *p, const struct imap_selected *sel, const struct rmsg *nv,
+		       size_t nnv, uint32_t base, struct sync_stats *s, struct err *e)
+{
+	struct store_batch *b;
+	struct pipe *pp = NULL;
+	struct pipe_result pr = { 0 };
+	struct err we;
+	uint32_t uidnext;
+	int rc = 0;
+
+	if (store_batch_begin(a->st, f, &b, e) < 0)
+		return -1;
+	if (add_changes(a, b, p, e) < 0)
+		goto abort;
+	if (p->nbatches) {
+		const struct plan_batch *pb = &p->batches[0];
+
+		if (pipe_start(&b, 1, &pp, e) < 0)
+			goto abort;
+		err_clear(e);
+		rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, pp, e);
+		if (pipe_finish(&pp, &pr, &we) < 0) {
+			*e = we;
+			goto abort;
+		}
+		store_batch_writing_done(b);
+		if (rc == 0 && pr.ended < pb->count)
+			log_info("%s: server returned %zu of %zu messages asked for (expunged "
+				 "meanwhile?)", a->label, pr.ended, pb->count);
+	}
+	/* the line broke: keep what was received completely, but not the state */
+	if (rc == 0) {
+		if (sync_watermark(a, f, b, nv, nnv, sel->uidnext ? sel->uidnext : base, &uidnext,
+				   e) < 0)
+			goto abort;
+		store_batch_folder_state(b, sel->uidvalidity, uidnext, sel->highestmodseq, true);
+	}
+	if (store_batch_commit(&b, rc < 0 ? &we : e) < 0) {
+		if (rc < 0)
+			*e = we;
+		return -1;
+	}
+	if (rc < 0)
+		return -1;
+	s->flags_changed += (int64_t)p->nflags;
+	s->vanished += (int64_t)p->nvanished;
+	s->fetched += pr.fetched;
+	s->fetched_bytes += pr.bytes;
+	return 0;
+abort:
+	store_batch_abort(&b);
+	return -1;
+}
+
 int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 	      const struct imap_selected *sel, struct remote_view *rv, bool rematched,
 	      struct sync_stats *s, struct err *e)
@@ -395,7 +466,7 @@ int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 		  (long long)p.fetch_bytes, p.nbatches, p.nflags, p.nvanished);
 	if (sync_guard(a, f, p.nvanished, nlive, e) < 0 || sync_execute(a, f, &p, s, e) < 0 ||
 	    rematch_cleanup(a, f, e) < 0 ||
-	    sync_watermark(a, f, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0)
+	    sync_watermark(a, f, NULL, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0)
 		goto out;
 	rc = sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e);
 out:

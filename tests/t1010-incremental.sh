@@ -131,4 +131,45 @@ is "$(kv cmpm.out messages_missing)/$(kv cmpm.out messages_extra)/$(kv cmpm.out 
 run verifym "$MF" -c "$CONF_M" verify
 is "$RC" 0 "expunge = mirror: mailferry verify exits 0" || diag_file verifym.err
 
+# ---- 5: one folder's change set is one commit: a new message, a flag change and an
+# expunge in INBOX are recorded together with the folder state, or not at all
+printf '%s\r\n' "From: Sender 4 <sender4@example.org>" "To: demo@example.org" \
+	"Subject: incremental message 4" "Date: Mon, 2 Sep 2002 10:04:00 +0000" \
+	"Message-ID: <t1010-new-4@example.org>" "" "New message number 4." >"$TEST_DIR/new4.eml"
+fu=$(first_uid INBOX UNFLAGGED)
+xu=$(first_uid INBOX UNDELETED)
+[ "$xu" = "$eu1" ] && xu=$(dc_doveadm search -u "$DC_USER" mailbox INBOX ALL | awk 'NR == 2 {print $2}')
+[ "$fu" = "$xu" ] && fu=$(dc_doveadm search -u "$DC_USER" mailbox INBOX UNFLAGGED | awk 'NR == 2 {print $2}')
+{
+	dc_save INBOX "$TEST_DIR/new4.eml" && dc_flags add '\Flagged' INBOX "$fu" &&
+		dc_expunge INBOX "$xu"
+} || die "doveadm changes in INBOX"
+inbox_state() {	# "new flagged deleted uidnext" of INBOX as the index has it
+	"$MF" -c "$CONF" ls INBOX --json >ls5.json 2>ls5.err || diag_file ls5.err
+	"$MF" -c "$CONF" folders --json >f5.json 2>f5.err || diag_file f5.err
+	printf '%s %s %s %s\n' \
+		"$(json "len([r for r in j if r.get('subject') == 'incremental message 4'])" ls5.json)" \
+		"$(json "[('F' in (r.get('flags') or '') or '\\\\Flagged' in str(r.get('flags'))) for r in j if r['uid'] == $fu]" ls5.json)" \
+		"$(json "[bool(r.get('deleted_at')) and r['deleted_at'] not in (0, '0') for r in j if r['uid'] == $xu]" ls5.json)" \
+		"$(json "[f.get('uidnext') for f in j if f.get('name') == 'INBOX']" f5.json)"
+}
+before=$(inbox_state)
+mark=$(dc_log_mark)
+run pass5 env MF_FAULT=commit:1 timeout 120 "$MFD" -c "$CONF" --once
+refused "$RC" "a pass whose first commit fails exits non-zero"
+is "$(inbox_state)" "$before" \
+	"the failed commit recorded none of INBOX's new message, flag change, expunge and state"
+is "$(find "$MF_STORE/keep/mail" -type d -name tmp -exec find {} -type f \; | wc -l)" 0 \
+	"nothing is left in tmp/"
+run verify5 "$MF" -c "$CONF" verify
+is "$RC" 0 "mailferry verify is clean after the failed commit" || diag_file verify5.out
+run pass6 env MF_FAULT=commit:2 timeout 120 "$MFD" -c "$CONF" --once
+is "$RC" 0 "the next pass makes one commit for INBOX's whole change set (a second would fail)" ||
+	diag_file pass6.err
+read -r n5 f5 d5 u5 <<<"$(inbox_state)"
+is "$n5 $f5 $d5" "1 [true] [true]" "the new message, the flag change and the expunge are all stored"
+ok "INBOX's UIDNEXT moved past the new message ($u5)" test "$u5" != "$(echo "$before" | awk '{print $4}')"
+read -r c b s <<<"$(dc_fetch_bodies "$mark")"
+is "$c" 2 "the new message's body was fetched once per pass: by the failed pass and the next"
+
 done_testing
