@@ -20,7 +20,9 @@
 # Knobs (environment):
 #   BENCH_SCALE=1        copies of the corpus (unique Message-IDs): 10 gives ~60,000 messages
 #   BENCH_RUNS=3         runs per tool (each from the snapshot); the report shows medians
-#   BENCH_TOOLS="floor mailferry mbsync mbsync-nofsync offlineimap"
+#   BENCH_TOOLS="floor mailferry mailferryd mbsync mbsync-nofsync offlineimap"
+#                        (mailferry: `mailferryd --once` per step; mailferryd: one running
+#                        daemon per run, steps (b)-(d) are `mailferry sync --wait`: bench.py)
 #   BENCH_SMOKE=1        tiny: BENCH_MESSAGES=150, 1 run, 20 flag changes / 5 new /
 #                        10 expunges, BENCH_RESTORE=live; results and report in
 #                        $MF_BIN/bench/smoke (BENCHMARKS.md is left alone)
@@ -43,7 +45,7 @@ SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
 
 SMOKE=${BENCH_SMOKE:-0}
 SCALE=${BENCH_SCALE:-1}
-TOOLS=${BENCH_TOOLS:-floor mailferry mbsync mbsync-nofsync offlineimap}
+TOOLS=${BENCH_TOOLS:-floor mailferry mailferryd mbsync mbsync-nofsync offlineimap}
 if [ "$SMOKE" = 1 ]; then
 	RUNS=${BENCH_RUNS:-1}
 	MESSAGES=${BENCH_MESSAGES:-150}
@@ -125,7 +127,7 @@ RUN_TOOLS=
 for t in $TOOLS; do
 	case $t in
 	floor) RUN_TOOLS="$RUN_TOOLS $t" ;;
-	mailferry)
+	mailferry | mailferryd)
 		if [ -x "$MF_BIN/mailferryd" ]; then RUN_TOOLS="$RUN_TOOLS $t"
 		else fail "mailferry: $MF_BIN/mailferryd not built (run make)"; fi ;;
 	mbsync | mbsync-nofsync)
@@ -323,6 +325,9 @@ for t in $RUN_TOOLS; do
 	mkdir -p "$d"
 	case $t in
 	mailferry) MF_STORE=$d/store mf_config "$d/config" bench ;;
+	mailferryd)	# no IDLE, no poll: every change of a step waits for the measured pass
+		MF_STORE=$d/store mf_config "$d/config" bench
+		printf 'idle =\npoll_interval = 604800\n' >>"$d/config" ;;
 	mbsync) write_mbsyncrc "$d" yes ;;
 	mbsync-nofsync) write_mbsyncrc "$d" no ;;
 	offlineimap) write_offlineimaprc "$d" ;;
@@ -332,7 +337,7 @@ done
 fresh_store() {	# TOOL: $CLIENTS/TOOL/store is a link to an empty $STORES/TOOL
 	trash "$STORES/$1" "$STORES/.trash"
 	mkdir -p "$STORES/$1/mail"
-	[ "$1" = mailferry ] && rmdir "$STORES/$1/mail"
+	case $1 in mailferry | mailferryd) rmdir "$STORES/$1/mail" ;; esac
 	ln -sfn "$STORES/$1" "$CLIENTS/$1/store"
 }
 
@@ -377,6 +382,7 @@ for run in $(seq "$RUNS"); do
 				break	# the store is wrong: later steps of this run would only repeat it
 			fi
 		done
+		if [ "$t" = mailferryd ]; then py stop-daemon || fail "stopping mailferryd: $REPLY_MSG"; fi
 	done
 done
 dc_stop
