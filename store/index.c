@@ -64,6 +64,11 @@
  *                                    --allow-mass-delete), 0 = not; the pass that uses
  *                                    it clears it
  *
+ * Schema version 4 adds messages_live, an index of the ids of the rows with
+ * deleted_at = 0: a pass counts a folder's live messages in it (~10 bytes a
+ * row) instead of reading every row of the folder (at 60,000 messages the
+ * count read ~15 MB of pages through a 512 KiB cache at every pass).
+ *
  * Migrations are an ordered list: entry i takes the schema from version i to
  * i + 1, inside one transaction together with the new user_version.  A newer
  * schema than this program knows is refused (never downgraded).
@@ -143,6 +148,9 @@ static const char *const migrations[] = {
 	"ALTER TABLE folders ADD COLUMN guard_remove INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE folders ADD COLUMN guard_total INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE folders ADD COLUMN allow_mass_delete INTEGER NOT NULL DEFAULT 0;",
+	/* 3 -> 4: the live messages' ids, so that a pass counts a folder's live
+	 * messages in a small index instead of reading every row (S_F_COUNT) */
+	"CREATE INDEX messages_live ON messages(id) WHERE deleted_at = 0;",
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == IDX_SCHEMA_VERSION, "one migration per schema version");
@@ -163,7 +171,7 @@ enum stmt_id {
 	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_FULL, S_SYNC_NORMAL,
 	S_F_BY_NAME, S_F_BY_DISPLAY, S_F_BY_PATH, S_F_INSERT, S_F_LIST, S_F_LIST_COUNTS,
 	S_F_DELETED, S_F_STATE,
-	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
+	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_BRIEF_RANGE, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
 	S_L_INSERT, S_L_PRUNE, S_L_LAST, S_STATS,
 	S_O_ALL, S_O_ADD, S_O_UPDATE, S_O_RESET, S_O_REVIVE, S_O_DELETE,
 	S_F_GUARD, S_F_ALLOW, S_F_ARCHIVE_INSERT, S_F_DELETE, S_F_DELETE_LOG, S_F_COUNT, S_F_TOUCH,
@@ -197,6 +205,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	[S_M_GET] = "SELECT " MSG_COLS " FROM messages WHERE " MSG_KEY,
 	[S_M_BRIEF] = "SELECT " BRIEF_COLS " FROM messages WHERE " MSG_KEY,
 	[S_M_BRIEF_LIST] = "SELECT " BRIEF_COLS " FROM messages WHERE " MSG_RANGE " ORDER BY id",
+	[S_M_BRIEF_RANGE] = "SELECT " BRIEF_COLS " FROM messages WHERE id BETWEEN ((?1 << 32) | ?2) "
+			    "AND ((?1 << 32) | ?3) ORDER BY id",
 	[S_M_PUT] = "INSERT INTO messages (id, modseq, flags, internaldate, size, "
 		    "disk_size, hash, filename, message_id, from_, subject, deleted_at) "
 		    "VALUES ((?1 << 32) | ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
@@ -240,8 +250,9 @@ static const char *const stmt_sql[S_NSTMT] = {
 			       "VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8)",
 	[S_F_DELETE] = "DELETE FROM folders WHERE id = ?1",
 	[S_F_DELETE_LOG] = "DELETE FROM synclog WHERE folder_id = ?1",
-	[S_F_COUNT] = "SELECT coalesce(sum(deleted_at = 0), 0), coalesce(max(id), 0) & 4294967295 "
-		      "FROM messages WHERE " MSG_RANGE,
+	[S_F_COUNT] = "SELECT (SELECT count(*) FROM messages INDEXED BY messages_live WHERE "
+		      MSG_RANGE " AND deleted_at = 0), "
+		      "coalesce((SELECT max(id) FROM messages WHERE " MSG_RANGE "), 0) & 4294967295",
 	[S_F_TOUCH] = "UPDATE folders SET last_sync = ?2 WHERE id = ?1",
 };
 
@@ -817,15 +828,13 @@ int idx_msg_brief(struct idx *x, int64_t fid, uint32_t uid, struct idx_brief *b_
 	return rc;
 }
 
-int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n_r,
-		   struct err *e)
+static int brief_rows(struct idx *x, sqlite3_stmt *s, struct idx_brief **b_r, size_t *n_r,
+		      struct err *e)
 {
-	sqlite3_stmt *s = stmt(x, S_M_BRIEF_LIST);
 	struct idx_brief *v = NULL;
 	size_t n = 0, cap = 0;
 	int rc;
 
-	sqlite3_bind_int64(s, 1, fid);
 	while ((rc = next_row(x, s, "listing messages", e)) == 1) {
 		if (n == cap)
 			v = xrealloc(v, (cap = cap ? cap * 2 : 256) * sizeof *v);
@@ -838,6 +847,26 @@ int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n
 	*b_r = v;
 	*n_r = n;
 	return 0;
+}
+
+int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n_r,
+		   struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_BRIEF_LIST);
+
+	sqlite3_bind_int64(s, 1, fid);
+	return brief_rows(x, s, b_r, n_r, e);
+}
+
+int idx_brief_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, struct idx_brief **b_r,
+		    size_t *n_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_BRIEF_RANGE);
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, lo);
+	sqlite3_bind_int64(s, 3, hi);
+	return brief_rows(x, s, b_r, n_r, e);
 }
 
 int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e)

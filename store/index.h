@@ -11,7 +11,7 @@
 
 #include "store.h"
 
-#define IDX_SCHEMA_VERSION 3
+#define IDX_SCHEMA_VERSION 4
 
 struct idx;
 
@@ -76,6 +76,9 @@ int idx_msg_brief(struct idx *x, int64_t fid, uint32_t uid, struct idx_brief *b_
 /* Every row of a folder by UID. */
 int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n_r,
 		   struct err *e);
+/* The rows of UIDs LO..HI by UID (one range scan of the primary key). */
+int idx_brief_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, struct idx_brief **b_r,
+		    size_t *n_r, struct err *e);
 /* Inserts or replaces the row (folder_id, uid). */
 int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e);
 /* Sets flags, modseq, filename and deleted_at of an existing row. */

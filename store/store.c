@@ -376,16 +376,12 @@ int store_folder_count(struct store *st, int64_t fid, int64_t *live_r, uint32_t 
 
 /* ---- messages ---- */
 
-int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size_t *n_r,
-		    struct err *e)
+/* Appends the N brief rows B to *m_r (*n_r entries so far) and frees B. */
+static void lmsg_append(struct idx_brief *b, size_t n, struct store_lmsg **m_r, size_t *n_r)
 {
-	struct idx_brief *b;
-	struct store_lmsg *m;
-	size_t n;
+	struct store_lmsg *m = *m_r = xrealloc(*m_r, (*n_r + n ? *n_r + n : 1) * sizeof *m);
 
-	if (idx_brief_list(st->idx, fid, &b, &n, e) < 0)
-		return -1;
-	m = xcalloc(n ? n : 1, sizeof *m);
+	m += *n_r;
 	for (size_t i = 0; i < n; i++) {
 		m[i].uid = b[i].uid;
 		m[i].flags = b[i].flags;	/* ownership moves */
@@ -393,9 +389,35 @@ int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size
 		m[i].modseq = b[i].modseq;
 		m[i].deleted = b[i].deleted_at != 0;
 	}
+	*n_r += n;
 	idx_brief_list_free(b, n);
-	*m_r = m;
-	*n_r = n;
+}
+
+int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size_t *n_r,
+		    struct err *e)
+{
+	struct idx_brief *b;
+	size_t n;
+
+	*m_r = NULL;
+	*n_r = 0;
+	if (idx_brief_list(st->idx, fid, &b, &n, e) < 0)
+		return -1;
+	lmsg_append(b, n, m_r, n_r);
+	return 0;
+}
+
+int store_lmsg_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi,
+		     struct store_lmsg **m_r, size_t *n_r, struct err *e)
+{
+	struct idx_brief *b;
+	size_t n;
+
+	if (lo > hi)
+		return 0;
+	if (idx_brief_range(st->idx, fid, lo, hi, &b, &n, e) < 0)
+		return -1;
+	lmsg_append(b, n, m_r, n_r);
 	return 0;
 }
 

@@ -124,6 +124,10 @@ struct store_lmsg {
 /* Every row of a folder ordered by UID. */
 int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size_t *n_r,
 		    struct err *e);
+/* The rows of UIDs LO..HI ordered by UID, appended to *m_r (*n_r rows so far; both
+ * NULL / 0 to start): a pass that knows which UIDs changed reads only those. */
+int store_lmsg_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi,
+		     struct store_lmsg **m_r, size_t *n_r, struct err *e);
 void store_lmsg_free(struct store_lmsg *m, size_t n);
 
 /* A full index row. */

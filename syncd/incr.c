@@ -8,6 +8,16 @@
  * index holds (a row a crash took away makes them differ).  Without CONDSTORE a
  * flag change shows in none of them, so there is no skipping.
  *
+ * That is for servers with CONDSTORE alone (Gmail), where SELECT costs more
+ * than STATUS.  With QRESYNC enabled, EXAMINE (CONDSTORE) answers the same
+ * question with the same one command per unchanged folder -- incr_folder sends
+ * nothing more when HIGHESTMODSEQ, UIDNEXT and EXISTS agree with the index --
+ * and a changed folder then needs no second command to open it.  Measured on
+ * Dovecot 2.3 (bench, 60,460 messages): STATUS and the EXAMINE after it each
+ * open a changed folder, 162 + 142 ms of server time for the five folders
+ * after 200 flag changes and 50 new messages; and five EXAMINEs of unchanged
+ * folders took 12 ms against 24 ms for STATUS.
+ *
  * incr_folder, after EXAMINE (CONDSTORE), with the HIGHESTMODSEQ H and the
  * UIDNEXT of the last complete pass recorded:
  *   1. below BASE, what changed since H:
@@ -90,6 +100,59 @@ static void chg_normalise(struct remote_view *rv)
 	rv->n = k;
 }
 
+static int range_cmp(const void *a, const void *b)
+{
+	const struct uid_range *x = a, *y = b;
+
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/*
+ * Under QRESYNC the plan needs only the stored rows of the changed UIDs, of the
+ * vanished ranges and at or above BASE: those are read (one primary-key range
+ * scan each), not the whole folder (18,000 rows of a big folder cost ~10 ms to
+ * read, twice per pass).  Rows come out ordered by UID, each once.
+ */
+static int local_rows(const struct sync_folder_args *a, const struct store_folder *f,
+		      const struct changes *c, uint32_t base, struct store_lmsg **l_r,
+		      size_t *n_r, struct err *e)
+{
+	size_t nr = 0, k = 0;
+	struct uid_range *r = xmalloc((c->rv.n + c->nvan + 1) * sizeof *r);
+	int rc = 0;
+
+	for (size_t i = 0; i < c->rv.n; i++)
+		if (c->rv.m[i].uid < base)
+			r[nr++] = (struct uid_range){ c->rv.m[i].uid, c->rv.m[i].uid };
+	for (size_t i = 0; i < c->nvan; i++)
+		if (c->van[i].lo < base)
+			r[nr++] = (struct uid_range){ c->van[i].lo,
+						      c->van[i].hi < base ? c->van[i].hi : base - 1 };
+	if (nr > 1)
+		qsort(r, nr, sizeof *r, range_cmp);
+	for (size_t i = 0; i < nr; i++) {	/* merge overlapping and adjacent ranges */
+		if (k && r[i].lo <= (uint64_t)r[k - 1].hi + 1) {
+			if (r[i].hi > r[k - 1].hi)
+				r[k - 1].hi = r[i].hi;
+		} else {
+			r[k++] = r[i];
+		}
+	}
+	*l_r = NULL;
+	*n_r = 0;
+	for (size_t i = 0; i < k && rc == 0; i++)
+		rc = store_lmsg_range(a->st, f->id, r[i].lo, r[i].hi, l_r, n_r, e);
+	if (rc == 0)
+		rc = store_lmsg_range(a->st, f->id, base, UINT32_MAX, l_r, n_r, e);
+	free(r);
+	if (rc < 0) {
+		store_lmsg_free(*l_r, *n_r);
+		*l_r = NULL;
+		*n_r = 0;
+	}
+	return rc;
+}
+
 int incr_unchanged(const struct sync_folder_args *a, const struct store_folder *f, struct err *e)
 {
 	const unsigned all = IMAP_ST_UIDVALIDITY | IMAP_ST_UIDNEXT | IMAP_ST_MESSAGES |
@@ -101,6 +164,8 @@ int incr_unchanged(const struct sync_folder_args *a, const struct store_folder *
 	if (!(imap_caps(a->imap) & IMAP_CAP_CONDSTORE) || !f->uidvalidity || !f->uidnext ||
 	    !f->highestmodseq || !f->last_sync || f->guard_at)
 		return 0;
+	if (imap_caps(a->imap) & IMAP_CAP_QRESYNC_ON)
+		return 0;	/* EXAMINE decides: see the top */
 	if (imap_status(a->imap, f->imap_name, &st, e) < 0)
 		return -1;
 	if ((st.have & all) != all || st.uidvalidity != f->uidvalidity ||
@@ -191,7 +256,8 @@ int incr_folder(const struct sync_folder_args *a, struct store_folder *f,
 		rc = store_folder_touch(a->st, f->id, now_sec(), e);
 		goto out;
 	}
-	if (store_lmsg_list(a->st, f->id, &l, &nl, e) < 0)
+	if ((qresync ? local_rows(a, f, &c, base, &l, &nl, e)
+		     : store_lmsg_list(a->st, f->id, &l, &nl, e)) < 0)
 		goto out;
 	if (plan_changes(c.rv.m, c.rv.n, c.van, c.nvan, nv.m, nv.n, base, l, nl, &sync_limits,
 			 &p) < 0) {

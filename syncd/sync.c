@@ -289,7 +289,8 @@ int sync_watermark(const struct sync_folder_args *a, const struct store_folder *
 
 	if (!w && nr)	/* the server named none: past the highest UID it listed */
 		w = r[nr - 1].uid == UINT32_MAX ? UINT32_MAX : r[nr - 1].uid + 1;
-	if (store_lmsg_list(a->st, f->id, &l, &nl, e) < 0)
+	/* the stored rows from R's first UID on: all that is compared */
+	if (nr && store_lmsg_range(a->st, f->id, r[0].uid, UINT32_MAX, &l, &nl, e) < 0)
 		return -1;
 	for (size_t i = 0; i < nr && r[i].uid < w; i++) {	/* both by UID */
 		while (j < nl && l[j].uid < r[i].uid)
