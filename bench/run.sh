@@ -91,9 +91,14 @@ STORES=$TEST_DIR/stores
 fs_fresh() {
 	local img=$TEST_DIR/stores.img mb
 	[ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 || return 1
-	# every store stays until the end (see trash): room for all of them
-	mb=$((SCALE * RUNS * 5 * 50 + 512))
-	truncate -s "${mb}M" "$img" && mkfs.ext4 -q -F "$img" >/dev/null 2>&1 || return 1
+	# every store stays until the end (see trash): room for all of them, bytes and
+	# files -- mkfs's default of one inode per 16 KiB ran out at scale 10 (about
+	# 6,100 files per tool and run at scale 1, stores of up to 50 MB)
+	local ntools inodes
+	ntools=$(wc -w <<<"$TOOLS")
+	mb=$((SCALE * RUNS * ntools * 50 + 512))
+	inodes=$((SCALE * RUNS * ntools * 7000 + 20000))
+	truncate -s "${mb}M" "$img" && mkfs.ext4 -q -F -N "$inodes" "$img" >/dev/null 2>&1 || return 1
 	mkdir -p "$STORES" && mount -o loop "$img" "$STORES" 2>/dev/null || { rm -f "$img"; return 1; }
 	mf_at_exit "umount '$STORES' && rm -f '$img'"
 }

@@ -100,13 +100,6 @@ static void chg_normalise(struct remote_view *rv)
 	rv->n = k;
 }
 
-static int range_cmp(const void *a, const void *b)
-{
-	const struct uid_range *x = a, *y = b;
-
-	return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
 /*
  * Under QRESYNC the plan needs only the stored rows of the changed UIDs, of the
  * vanished ranges and at or above BASE: those are read (one primary-key range
@@ -117,7 +110,7 @@ static int local_rows(const struct sync_folder_args *a, const struct store_folde
 		      const struct changes *c, uint32_t base, struct store_lmsg **l_r,
 		      size_t *n_r, struct err *e)
 {
-	size_t nr = 0, k = 0;
+	size_t nr = 0, k;
 	struct uid_range *r = xmalloc((c->rv.n + c->nvan + 1) * sizeof *r);
 	int rc = 0;
 
@@ -128,16 +121,7 @@ static int local_rows(const struct sync_folder_args *a, const struct store_folde
 		if (c->van[i].lo < base)
 			r[nr++] = (struct uid_range){ c->van[i].lo,
 						      c->van[i].hi < base ? c->van[i].hi : base - 1 };
-	if (nr > 1)
-		qsort(r, nr, sizeof *r, range_cmp);
-	for (size_t i = 0; i < nr; i++) {	/* merge overlapping and adjacent ranges */
-		if (k && r[i].lo <= (uint64_t)r[k - 1].hi + 1) {
-			if (r[i].hi > r[k - 1].hi)
-				r[k - 1].hi = r[i].hi;
-		} else {
-			r[k++] = r[i];
-		}
-	}
+	k = plan_ranges_merge(r, nr);
 	*l_r = NULL;
 	*n_r = 0;
 	for (size_t i = 0; i < k && rc == 0; i++)

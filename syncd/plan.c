@@ -146,6 +146,23 @@ static int range_cmp(const void *a, const void *b)
 	return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
+size_t plan_ranges_merge(struct uid_range *r, size_t n)
+{
+	size_t k = 0;
+
+	if (n > 1)
+		qsort(r, n, sizeof *r, range_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (k && r[i].lo <= (uint64_t)r[k - 1].hi + 1) {
+			if (r[i].hi > r[k - 1].hi)
+				r[k - 1].hi = r[i].hi;
+		} else {
+			r[k++] = r[i];
+		}
+	}
+	return k;
+}
+
 /* In a sorted, merged range list? */
 static bool in_ranges(const struct uid_range *r, size_t n, uint32_t uid)
 {
@@ -177,16 +194,7 @@ int plan_changes(const struct rmsg *chg, size_t nchg, const struct uid_range *va
 	}
 	if (nvan)	/* van may be NULL when empty: memcpy must not see it */
 		memcpy(v, van, nvan * sizeof *v);
-	if (nvan > 1)
-		qsort(v, nvan, sizeof *v, range_cmp);
-	for (size_t k = 0; k < nvan; k++) {	/* merge overlapping and adjacent ranges */
-		if (nv && v[k].lo <= (uint64_t)v[nv - 1].hi + 1) {
-			if (v[k].hi > v[nv - 1].hi)
-				v[nv - 1].hi = v[k].hi;
-		} else {
-			v[nv++] = v[k];
-		}
-	}
+	nv = plan_ranges_merge(v, nvan);
 	/* below base: only what changed */
 	size_t i = 0;
 	for (j = 0; j < nl && l[j].uid < base; j++) {

@@ -83,6 +83,10 @@ int plan_changes(const struct rmsg *chg, size_t nchg, const struct uid_range *va
 #define PLAN_GUARD_MIN 100
 bool plan_guard_trips(size_t nremove, size_t nlive);
 
+/* Sorts R by lo and merges overlapping and adjacent ranges in place; returns how
+ * many are left. */
+size_t plan_ranges_merge(struct uid_range *r, size_t n);
+
 /*
  * Re-matching (after a UIDVALIDITY change, or for a folder renamed on the server):
  * server messages R against stored messages S by Message-ID + RFC822.SIZE +
