@@ -64,11 +64,6 @@
  *                                    --allow-mass-delete), 0 = not; the pass that uses
  *                                    it clears it
  *
- * Schema version 4 adds messages_live, an index of the ids of the rows with
- * deleted_at = 0: a pass counts a folder's live messages in it (~10 bytes a
- * row) instead of reading every row of the folder (at 60,000 messages the
- * count read ~15 MB of pages through a 512 KiB cache at every pass).
- *
  * Migrations are an ordered list: entry i takes the schema from version i to
  * i + 1, inside one transaction together with the new user_version.  A newer
  * schema than this program knows is refused (never downgraded).
@@ -148,9 +143,6 @@ static const char *const migrations[] = {
 	"ALTER TABLE folders ADD COLUMN guard_remove INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE folders ADD COLUMN guard_total INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE folders ADD COLUMN allow_mass_delete INTEGER NOT NULL DEFAULT 0;",
-	/* 3 -> 4: the live messages' ids, so that a pass counts a folder's live
-	 * messages in a small index instead of reading every row (S_F_COUNT) */
-	"CREATE INDEX messages_live ON messages(id) WHERE deleted_at = 0;",
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == IDX_SCHEMA_VERSION, "one migration per schema version");
@@ -250,9 +242,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 			       "VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8)",
 	[S_F_DELETE] = "DELETE FROM folders WHERE id = ?1",
 	[S_F_DELETE_LOG] = "DELETE FROM synclog WHERE folder_id = ?1",
-	[S_F_COUNT] = "SELECT (SELECT count(*) FROM messages INDEXED BY messages_live WHERE "
-		      MSG_RANGE " AND deleted_at = 0), "
-		      "coalesce((SELECT max(id) FROM messages WHERE " MSG_RANGE "), 0) & 4294967295",
+	[S_F_COUNT] = "SELECT coalesce(sum(deleted_at = 0), 0), coalesce(max(id), 0) & 4294967295 "
+		      "FROM messages WHERE " MSG_RANGE,
 	[S_F_TOUCH] = "UPDATE folders SET last_sync = ?2 WHERE id = ?1",
 };
 

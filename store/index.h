@@ -11,7 +11,7 @@
 
 #include "store.h"
 
-#define IDX_SCHEMA_VERSION 4
+#define IDX_SCHEMA_VERSION 3
 
 struct idx;
 

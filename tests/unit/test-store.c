@@ -773,58 +773,6 @@ static void write_plain_file(const char *path, const void *p, size_t n)
 	close(fd);
 }
 
-/* A version-3 store (before messages_live) is upgraded in place, and the live
- * count a pass compares with the server's comes out of the new index right. */
-static void test_schema_v4(void)
-{
-	const char *acct = new_account();
-	struct store *st = open_ok(acct, COMPRESS_GZIP);
-	struct store_folder f;
-	struct store_batch *b;
-	struct err e = { 0 };
-	static const uint32_t uids[] = { 1, 2, 3, 7 };
-	int64_t live = -1;
-	uint32_t maxuid = 0;
-	sqlite3 *db;
-	sqlite3_stmt *s;
-	char *p;
-
-	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0 || add_simple(st, &f, uids, 4, &e) < 0)
-		return;
-	ok(store_batch_begin(st, &f, &b, &e) == 0 &&
-	   store_batch_vanished(b, 2, EXPUNGE_KEEP, 4242, &e) == 0 && store_batch_commit(&b, &e) == 0,
-	   "UID 2 kept as deleted");
-	store_close(&st);
-	p = xasprintf("%s/%s/index.sqlite", root, acct);
-	sqlite3_open(p, &db);
-	ok(sqlite3_exec(db, "DROP INDEX messages_live; PRAGMA user_version = 3", NULL, NULL, NULL) ==
-	   SQLITE_OK, "the index made a version-3 one");
-	sqlite3_close(db);
-	st = open_ok(acct, COMPRESS_GZIP);
-	ok(st && store_folder_get(st, "INBOX", '/', &f, &e) == 0 &&
-	   store_folder_count(st, f.id, &live, &maxuid, &e) == 0 && live == 3 && maxuid == 7,
-	   "after the upgrade: 3 live messages, highest UID 7 (got %lld, %u)", (long long)live,
-	   maxuid);
-	store_close(&st);
-	sqlite3_open(p, &db);
-	sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM sqlite_master WHERE name = "
-			   "'messages_live'), (SELECT user_version FROM pragma_user_version)", -1, &s,
-			   NULL);
-	ok(sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1 &&
-	   sqlite3_column_int(s, 1) == IDX_SCHEMA_VERSION, "messages_live exists, user_version %d",
-	   IDX_SCHEMA_VERSION);
-	sqlite3_finalize(s);
-	sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN SELECT count(*) FROM messages WHERE id BETWEEN 0 "
-			   "AND 4294967295 AND deleted_at = 0", -1, &s, NULL);
-	bool uses = false;
-	while (sqlite3_step(s) == SQLITE_ROW)
-		uses |= strstr((const char *)sqlite3_column_text(s, 3), "messages_live") != NULL;
-	sqlite3_finalize(s);
-	ok(uses, "a live count is answered from messages_live");
-	sqlite3_close(db);
-	free(p);
-}
-
 static void test_orphans(void)
 {
 	const char *acct = new_account();
@@ -1292,7 +1240,6 @@ int main(void)
 	test_write_read(COMPRESS_GZIP, "gzip");
 	test_write_read(COMPRESS_NONE, "plain");
 	test_changes();
-	test_schema_v4();
 	test_orphans();
 	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
