@@ -539,6 +539,29 @@ def cmd_stop_daemon(a):
     return True, "daemon stopped (VmHWM %s kB)" % hwm
 
 
+def run_tool(cmd, base, cwd, timeout):
+    """Runs CMD (output to BASE.out / BASE.err); returns (exit status or -9 on timeout, wall).
+    The tool gets its own process group, so that a hung one is stopped with everything it
+    started.  A blocking wait, with a timer for the timeout: Popen.wait(timeout) polls with
+    sleeps growing to 50 ms, which rounded every step up to 0.064 s + a multiple of 50 ms (a
+    0.07 s pass was timed 0.11 s)."""
+    with open(base + ".out", "wb") as out, open(base + ".err", "wb") as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd,
+                             start_new_session=True)
+        expired = threading.Event()
+
+        def kill():
+            expired.set()
+            os.killpg(p.pid, signal.SIGKILL)
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        rc = p.wait()
+        wall = time.perf_counter() - t0
+        timer.cancel()
+    return (-9 if expired.is_set() else rc), wall
+
+
 def cmd_measure(a):
     tool, step = a.tool, a.step
     d = tool_dir(tool)
@@ -572,30 +595,7 @@ def cmd_measure(a):
         with open(tfile, "w") as f:  # as /usr/bin/time would: the daemon's figures follow
             f.write("%.2f 0 0 0 %d\n" % (wall, rc))
     else:
-        rc = wall = None
-    with open(base + ".out", "ab") as out, open(base + ".err", "ab") as err:
-        t0 = time.perf_counter()
-        if rc is not None:
-            pass
-        else:
-            # its own process group, so that a hung tool can be stopped with everything it
-            # started.  A blocking wait, with a timer for the timeout: Popen.wait(timeout)
-            # polls with sleeps growing to 50 ms, which rounded every step up to 0.064 s +
-            # a multiple of 50 ms (a 0.07 s pass was timed 0.11 s).
-            p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=d,
-                                 start_new_session=True)
-            expired = threading.Event()
-
-            def kill():
-                expired.set()
-                os.killpg(p.pid, signal.SIGKILL)
-            timer = threading.Timer(timeout, kill)
-            timer.start()
-            rc = p.wait()
-            wall = time.perf_counter() - t0
-            timer.cancel()
-            if expired.is_set():
-                rc = -9
+        rc, wall = run_tool(cmd, base, d, timeout)
     with open(last, "w") as f:
         f.write("%.3f" % time.time())
     rec = {"tool": tool, "run": int(a.run), "step": step, "wall": round(wall, 4),

@@ -74,6 +74,7 @@ struct store_batch {
 	struct store_writer *w;
 	struct bnew *nw;
 	size_t nnew, capnew;
+	bool sorted;		/* nw by UID, duplicates dropped (dedupe_new) */
 	struct bop *ops;
 	size_t nops, capops;
 	uint64_t seq;
@@ -195,6 +196,7 @@ static void bnew_add(struct store_batch *b, struct store_writer *w, const struct
 	if (b->nnew == b->capnew)
 		b->nw = xrealloc(b->nw, (b->capnew = b->capnew ? b->capnew * 2 : 64) * sizeof *b->nw);
 	n = &b->nw[b->nnew++];
+	b->sorted = false;
 	memset(n, 0, sizeof *n);
 	n->idx = w->idx;
 	n->seq = b->seq++;
@@ -314,14 +316,6 @@ void store_batch_folder_state(struct store_batch *b, uint32_t uidvalidity, uint3
 	b->pass_complete = pass_complete;
 }
 
-bool store_batch_has(const struct store_batch *b, uint32_t uid)
-{
-	for (size_t i = b->nnew; i-- > 0;)
-		if (b->nw[i].m.uid == uid && b->nw[i].idx >= 0)
-			return true;
-	return false;
-}
-
 size_t store_batch_count(const struct store_batch *b)
 {
 	size_t n = 0;
@@ -407,6 +401,15 @@ static struct bnew *find_new(struct store_batch *b, uint32_t uid)
 	if (lo && b->nw[lo - 1].m.uid == uid && b->nw[lo - 1].idx >= 0)
 		return &b->nw[lo - 1];
 	return NULL;
+}
+
+bool store_batch_has(struct store_batch *b, uint32_t uid)
+{
+	if (!b->sorted) {	/* once: the commit's plan finds them sorted */
+		dedupe_new(b);
+		b->sorted = true;
+	}
+	return find_new(b, uid) != NULL;
 }
 
 /* Applies one op to a new message of the same batch. */

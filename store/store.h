@@ -200,8 +200,9 @@ int store_batch_vanished(struct store_batch *b, uint32_t uid, enum expunge_mode 
 /* Queues the folder state to record with the batch (written in the same transaction). */
 void store_batch_folder_state(struct store_batch *b, uint32_t uidvalidity, uint32_t uidnext,
 			      uint64_t highestmodseq, bool pass_complete);
-/* Does b hold a complete new message with this UID (not committed yet)? */
-bool store_batch_has(const struct store_batch *b, uint32_t uid);
+/* Does b hold a complete new message with this UID (not committed yet)?  Sorts
+ * b's new messages once (a binary search each after that). */
+bool store_batch_has(struct store_batch *b, uint32_t uid);
 /* Number of messages and bytes (uncompressed) added so far. */
 size_t store_batch_count(const struct store_batch *b);
 /* No more messages will be written to b: its writer (compressor and buffers) goes

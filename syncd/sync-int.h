@@ -78,7 +78,7 @@ int sync_record_state(const struct sync_folder_args *a, const struct store_folde
  * message the pass could not download must stay in the next incremental range.
  * PENDING (or NULL): a batch not committed yet whose messages count as stored. */
 int sync_watermark(const struct sync_folder_args *a, const struct store_folder *f,
-		   const struct store_batch *pending, const struct rmsg *r, size_t nr,
+		   struct store_batch *pending, const struct rmsg *r, size_t nr,
 		   uint32_t server_uidnext, uint32_t *uidnext_r, struct err *e);
 
 /* The full pass on a remote view already scanned (rv): plan, guard, execute,

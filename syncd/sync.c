@@ -168,10 +168,36 @@ static int commit_wait(struct commit_job *j, struct err *e)
 	return 0;
 }
 
-/* Downloads one planned batch through the writer pipe.  What arrived is made
- * durable by a commit thread (j) while the caller goes on to the next batch, or
- * in line when the line broke (the pass ends here) or no thread can start.  A
- * writer (disk) error wins over the network error it caused. */
+/* Downloads planned batch PB into the NB open batches B through the writer pipe
+ * (the writers go back to the store when it ends).  0: all of it; 1: the line
+ * broke (e), what arrived complete is in B; -1: a writer failed (e: the disk's
+ * error, which wins over the network error it caused), B must be aborted. */
+static int download(const struct sync_folder_args *a, const struct plan_batch *pb,
+		    struct store_batch **b, size_t nb, struct pipe_result *pr, struct err *e)
+{
+	struct pipe *p = NULL;
+	struct err we;
+	int rc;
+
+	if (pipe_start(b, nb, &p, e) < 0)
+		return -1;
+	err_clear(e);
+	rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, p, e);
+	if (pipe_finish(&p, pr, &we) < 0) {
+		*e = we;
+		return -1;
+	}
+	for (size_t i = 0; i < nb; i++)
+		store_batch_writing_done(b[i]);	/* its buffers serve the next batch */
+	if (rc == 0 && pr->ended < pb->count)
+		log_info("%s: server returned %zu of %zu messages asked for (expunged meanwhile?)",
+			 a->label, pr->ended, pb->count);
+	return rc < 0;
+}
+
+/* Downloads one planned batch.  What arrived is made durable by a commit thread
+ * (j) while the caller goes on to the next batch, or in line when the line broke
+ * (the pass ends here) or no thread can start. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
 		       const struct plan_batch *pb, struct commit_job *j, struct sync_stats *s,
 		       struct err *e)
@@ -180,36 +206,22 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 	/* a second lane pays for itself on big batches only: each lane's batch is
 	 * made durable on its own (syncfs, fsync of cur/, index commit: ~5 ms) */
 	size_t nb = pb->bytes < LANE_MIN_BYTES ? 1 : PIPE_LANES;
-	struct pipe *p = NULL;
 	struct pipe_result pr;
-	struct err we, ce;
-	int rc = -1;
+	struct err ce;
+	int rc;
 
 	for (size_t i = 0; i < nb; i++)
 		if (store_batch_begin(a->st, f, &b[i], e) < 0)
 			goto abort;
-	if (pipe_start(b, nb, &p, e) < 0)
+	if ((rc = download(a, pb, b, nb, &pr, e)) < 0)
 		goto abort;
-	err_clear(e);
-	rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, p, e);
-	if (pipe_finish(&p, &pr, &we) < 0) {
-		*e = we;
-		rc = -1;
-		goto abort;
-	}
-	for (size_t i = 0; i < nb; i++)
-		store_batch_writing_done(b[i]);	/* its buffers serve the next batch */
 	/* the batch before must be durable first: it may hold older UIDs */
 	if (commit_wait(j, &ce) < 0) {
 		*e = ce;
-		rc = -1;
 		goto abort;
 	}
 	s->fetched += pr.fetched;
 	s->fetched_bytes += pr.bytes;
-	if (rc == 0 && pr.ended < pb->count)
-		log_info("%s: server returned %zu of %zu messages asked for (expunged meanwhile?)",
-			 a->label, pr.ended, pb->count);
 	if (rc == 0) {
 		memcpy(j->b, b, sizeof b);
 		j->nb = nb;
@@ -219,12 +231,12 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 		}
 	}
 	/* Keep whatever was received completely, even when the line broke. */
-	if (commit_batches(b, nb, rc < 0 ? &ce : e) < 0) {
-		if (rc < 0)
+	if (commit_batches(b, nb, rc ? &ce : e) < 0) {
+		if (rc)
 			*e = ce;
 		return -1;
 	}
-	return rc;
+	return rc ? -1 : 0;
 abort:
 	for (size_t i = 0; i < nb; i++)
 		store_batch_abort(&b[i]);
@@ -280,7 +292,7 @@ int sync_record_state(const struct sync_folder_args *a, const struct store_folde
 }
 
 int sync_watermark(const struct sync_folder_args *a, const struct store_folder *f,
-		   const struct store_batch *pending, const struct rmsg *r, size_t nr,
+		   struct store_batch *pending, const struct rmsg *r, size_t nr,
 		   uint32_t server_uidnext, uint32_t *uidnext_r, struct err *e)
 {
 	struct store_lmsg *l = NULL;
@@ -381,32 +393,16 @@ int sync_execute_small(const struct sync_folder_args *a, const struct store_fold
 		       size_t nnv, uint32_t base, struct sync_stats *s, struct err *e)
 {
 	struct store_batch *b;
-	struct pipe *pp = NULL;
 	struct pipe_result pr = { 0 };
-	struct err we;
+	struct err ce;
 	uint32_t uidnext;
 	int rc = 0;
 
 	if (store_batch_begin(a->st, f, &b, e) < 0)
 		return -1;
-	if (add_changes(a, b, p, e) < 0)
+	if (add_changes(a, b, p, e) < 0 ||
+	    (p->nbatches && (rc = download(a, &p->batches[0], &b, 1, &pr, e)) < 0))
 		goto abort;
-	if (p->nbatches) {
-		const struct plan_batch *pb = &p->batches[0];
-
-		if (pipe_start(&b, 1, &pp, e) < 0)
-			goto abort;
-		err_clear(e);
-		rc = imap_fetch_bodies(a->imap, pb->ranges, pb->nranges, &pipe_sink, pp, e);
-		if (pipe_finish(&pp, &pr, &we) < 0) {
-			*e = we;
-			goto abort;
-		}
-		store_batch_writing_done(b);
-		if (rc == 0 && pr.ended < pb->count)
-			log_info("%s: server returned %zu of %zu messages asked for (expunged "
-				 "meanwhile?)", a->label, pr.ended, pb->count);
-	}
 	/* the line broke: keep what was received completely, but not the state */
 	if (rc == 0) {
 		if (sync_watermark(a, f, b, nv, nnv, sel->uidnext ? sel->uidnext : base, &uidnext,
@@ -414,18 +410,16 @@ int sync_execute_small(const struct sync_folder_args *a, const struct store_fold
 			goto abort;
 		store_batch_folder_state(b, sel->uidvalidity, uidnext, sel->highestmodseq, true);
 	}
-	if (store_batch_commit(&b, rc < 0 ? &we : e) < 0) {
-		if (rc < 0)
-			*e = we;
+	if (store_batch_commit(&b, rc ? &ce : e) < 0) {
+		if (rc)
+			*e = ce;
 		return -1;
 	}
-	if (rc < 0)
-		return -1;
 	s->flags_changed += (int64_t)p->nflags;
 	s->vanished += (int64_t)p->nvanished;
 	s->fetched += pr.fetched;
 	s->fetched_bytes += pr.bytes;
-	return 0;
+	return rc ? -1 : 0;
 abort:
 	store_batch_abort(&b);
 	return -1;
