@@ -26,6 +26,17 @@ struct account_pass {
 	int nsel, isel;		/* folders in this pass, and the current one (progress) */
 	int folders_ok, folders_failed, folders_skipped;
 	struct err first_folder_err;
+	/* A folder whose small change set is still committing (sync_execute_small
+	 * left it running): its end -- result, sync log, hooks -- waits for it,
+	 * while the next folder's EXAMINE goes out. */
+	struct sync_commit behind;
+	struct folder_left {
+		bool pending;
+		int64_t fid;
+		char *display, *label;
+		struct sync_stats s;
+		int64_t started, t0;
+	} left;
 };
 
 int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
@@ -64,11 +75,11 @@ void sync_session_close(struct sync_session *ss)
 	store_close(&ss->st);
 }
 
-static void log_pass(struct account_pass *p, const struct store_folder *f, int64_t started,
-		     int64_t t0, const struct sync_stats *s, const struct err *fe)
+static void log_pass(struct account_pass *p, int64_t fid, int64_t started, int64_t t0,
+		     const struct sync_stats *s, const struct err *fe, const char *label)
 {
 	struct store_passlog l = {
-		.folder_id = f->id, .started = started, .finished = now_sec(),
+		.folder_id = fid, .started = started, .finished = now_sec(),
 		.ms = mono_ms() - t0, .fetched = s->fetched, .fetched_bytes = s->fetched_bytes,
 		.flags_changed = s->flags_changed, .vanished = s->vanished,
 		.error = fe ? fe->msg : NULL,
@@ -76,7 +87,63 @@ static void log_pass(struct account_pass *p, const struct store_folder *f, int64
 	struct err le;
 
 	if (store_log_pass(p->st, &l, &le) < 0)
-		log_warn("%s/%s: sync log: %s", p->a->name, f->display, le.msg);
+		log_warn("%s: sync log: %s", label, le.msg);
+}
+
+/* The end of a folder's pass (RC and FE from sync_folder): hooks, sync log,
+ * counters.  Frees LABEL.  Returns -1 when the whole pass must stop (e set). */
+static int folder_end(struct account_pass *p, int64_t fid, const char *display, char *label,
+		      const struct sync_stats *s, int rc, const struct err *fe, int64_t started,
+		      int64_t t0, struct err *e)
+{
+	if (p->h && p->h->folder_end)
+		p->h->folder_end(p->h->ctx, display, s, rc < 0 ? fe : NULL);
+	if (rc < 0 && fe->kind == ERR_STOPPED) {
+		/* not a failure: what was committed stays, the next pass resumes */
+		log_debug(LOGC_SYNC, "%s: %s", label, fe->msg);
+		*e = *fe;
+		free(label);
+		return -1;
+	}
+	log_pass(p, fid, started, t0, s, rc < 0 ? fe : NULL, label);
+	if (rc == 0) {
+		p->folders_ok++;
+		if (s->fetched || s->flags_changed || s->vanished)
+			log_info("%s: %lld new (%lld bytes), %lld flag changes, %lld removed on server",
+				 label, (long long)s->fetched, (long long)s->fetched_bytes,
+				 (long long)s->flags_changed, (long long)s->vanished);
+	} else if (fe->kind == ERR_FOLDER || fe->kind == ERR_MESSAGE) {
+		log_warn("%s: %s", label, fe->msg);
+		if (!p->folders_failed++) {
+			p->first_folder_err = *fe;
+			err_prefix(&p->first_folder_err, "%s", display);
+		}
+		rc = 0;
+	} else {
+		*e = *fe;
+		err_prefix(e, "%s", display);
+	}
+	free(label);
+	return rc;
+}
+
+/* Waits for the folder left committing, if any, and ends it. */
+static int left_end(struct account_pass *p, struct err *e)
+{
+	struct folder_left *l = &p->left;
+	struct err fe;
+	int rc;
+
+	if (!l->pending)
+		return 0;
+	l->pending = false;
+	rc = sync_commit_wait(&p->behind, &fe);
+	if (rc < 0)
+		memset(&l->s, 0, sizeof l->s);	/* nothing of it was recorded */
+	rc = folder_end(p, l->fid, l->display, l->label, &l->s, rc, &fe, l->started, l->t0, e);
+	free(l->display);
+	l->display = l->label = NULL;
+	return rc;
 }
 
 /* Returns -1 when the whole pass must stop (e set), 0 otherwise. */
@@ -84,9 +151,21 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 {
 	struct store_folder f = { 0 };
 	struct sync_stats s = { 0 };
+	struct imap_selected sel;
+	bool examined = false;
 	struct err fe;
 	int64_t started = now_sec(), t0 = mono_ms();
 
+	/* The folder before is still committing.  Under QRESYNC its EXAMINE is all
+	 * this folder's pass sends before it needs the index: send it meanwhile.
+	 * A failure is the pass's to report: it sends the EXAMINE again. */
+	if (p->left.pending && (imap_caps(p->imap) & IMAP_CAP_QRESYNC_ON)) {
+		examined = imap_examine(p->imap, mb->name, &sel, &fe) == 0;
+		log_debug(LOGC_SYNC, "%s: EXAMINE %s while the commit runs", p->left.label,
+			  examined ? "of the next folder done" : "failed");
+	}
+	if (left_end(p, e) < 0)
+		return -1;
 	if (store_folder_get(p->st, mb->name, mb->delim, &f, &fe) < 0) {
 		if (fe.kind == ERR_LOCAL) {
 			*e = fe;
@@ -100,39 +179,19 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 	if (f.deleted_at && store_folder_set_deleted(p->st, f.id, 0, &fe) < 0)
 		log_warn("%s: %s", label, fe.msg);
 	struct sync_folder_args args = { .imap = p->imap, .st = p->st, .acct = p->a, .label = label,
-					 .hooks = p->h };
+					 .hooks = p->h, .behind = &p->behind,
+					 .examined = examined ? &sel : NULL };
 	if (p->h && p->h->folder_begin)
 		p->h->folder_begin(p->h->ctx, f.display, ++p->isel, p->nsel);
 	int rc = sync_folder(&args, &f, &s, &fe);
-	if (p->h && p->h->folder_end)
-		p->h->folder_end(p->h->ctx, f.display, &s, rc < 0 ? &fe : NULL);
-	if (rc < 0 && fe.kind == ERR_STOPPED) {
-		/* not a failure: what was committed stays, the next pass resumes */
-		log_debug(LOGC_SYNC, "%s: %s", label, fe.msg);
-		*e = fe;
-		free(label);
+	if (rc == 0 && p->behind.running) {
+		p->left = (struct folder_left){ .pending = true, .fid = f.id, .label = label,
+						.display = xstrdup(f.display), .s = s,
+						.started = started, .t0 = t0 };
 		store_folder_clear(&f);
-		return -1;
+		return 0;
 	}
-	log_pass(p, &f, started, t0, &s, rc < 0 ? &fe : NULL);
-	if (rc == 0) {
-		p->folders_ok++;
-		if (s.fetched || s.flags_changed || s.vanished)
-			log_info("%s: %lld new (%lld bytes), %lld flag changes, %lld removed on server",
-				 label, (long long)s.fetched, (long long)s.fetched_bytes,
-				 (long long)s.flags_changed, (long long)s.vanished);
-	} else if (fe.kind == ERR_FOLDER || fe.kind == ERR_MESSAGE) {
-		log_warn("%s: %s", label, fe.msg);
-		if (!p->folders_failed++) {
-			p->first_folder_err = fe;
-			err_prefix(&p->first_folder_err, "%s", f.display);
-		}
-		rc = 0;
-	} else {
-		*e = fe;
-		err_prefix(e, "%s", f.display);
-	}
-	free(label);
+	rc = folder_end(p, f.id, f.display, label, &s, rc, &fe, started, t0, e);
 	store_folder_clear(&f);
 	return rc;
 }
@@ -292,10 +351,15 @@ int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
 {
 	struct account_pass p = { .a = a, .st = ss->st, .imap = ss->imap, .h = h };
 	int64_t t0 = mono_ms();
+	struct err le;
 	int rc;
 
 	err_clear(e);
 	rc = folders ? pass_some_folders(&p, folders, e) : pass_folders(&p, e);
+	if (rc == 0)
+		rc = left_end(&p, e);
+	else if (left_end(&p, &le) < 0)
+		log_warn("%s: %s", a->name, le.msg);
 	if (rc == 0 && p.folders_failed) {
 		*e = p.first_folder_err;
 		err_prefix(e, "%d of %d folders failed; first", p.folders_failed,

@@ -124,15 +124,6 @@ bool sync_stop_requested(const struct sync_hooks *h)
  * While a commit runs, only its thread uses the index: the downloading side
  * (IMAP reader, writer lanes) touches files and memory only.
  */
-struct commit_job {
-	pthread_t tid;
-	bool running;
-	struct store_batch *b[PIPE_LANES];
-	size_t nb;
-	int rc;
-	struct err e;
-};
-
 /* Commits every lane's batch in turn; the first error wins, the rest are undone. */
 static int commit_batches(struct store_batch **b, size_t nb, struct err *e)
 {
@@ -148,14 +139,27 @@ static int commit_batches(struct store_batch **b, size_t nb, struct err *e)
 
 static void *commit_main(void *arg)
 {
-	struct commit_job *j = arg;
+	struct sync_commit *j = arg;
 
 	j->rc = commit_batches(j->b, j->nb, &j->e);
 	return NULL;
 }
 
-/* Waits for the commit in flight, if any: 0, or -1 with its error. */
-static int commit_wait(struct commit_job *j, struct err *e)
+/* Hands the NB batches B to a commit thread (j must be idle): true when it
+ * started; false leaves them with the caller, to commit in line. */
+static bool commit_start(struct sync_commit *j, struct store_batch **b, size_t nb)
+{
+	memcpy(j->b, b, nb * sizeof *b);
+	j->nb = nb;
+	if (pthread_create(&j->tid, NULL, commit_main, j) != 0)
+		return false;
+	j->running = true;
+	for (size_t i = 0; i < nb; i++)
+		b[i] = NULL;
+	return true;
+}
+
+int sync_commit_wait(struct sync_commit *j, struct err *e)
 {
 	if (!j->running)
 		return 0;
@@ -199,7 +203,7 @@ static int download(const struct sync_folder_args *a, const struct plan_batch *p
  * (j) while the caller goes on to the next batch, or in line when the line broke
  * (the pass ends here) or no thread can start. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
-		       const struct plan_batch *pb, struct commit_job *j, struct sync_stats *s,
+		       const struct plan_batch *pb, struct sync_commit *j, struct sync_stats *s,
 		       struct err *e)
 {
 	struct store_batch *b[PIPE_LANES] = { NULL };
@@ -216,20 +220,14 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 	if ((rc = download(a, pb, b, nb, &pr, e)) < 0)
 		goto abort;
 	/* the batch before must be durable first: it may hold older UIDs */
-	if (commit_wait(j, &ce) < 0) {
+	if (sync_commit_wait(j, &ce) < 0) {
 		*e = ce;
 		goto abort;
 	}
 	s->fetched += pr.fetched;
 	s->fetched_bytes += pr.bytes;
-	if (rc == 0) {
-		memcpy(j->b, b, sizeof b);
-		j->nb = nb;
-		if (pthread_create(&j->tid, NULL, commit_main, j) == 0) {
-			j->running = true;
-			return 0;
-		}
-	}
+	if (rc == 0 && commit_start(j, b, nb))
+		return 0;
 	/* Keep whatever was received completely, even when the line broke. */
 	if (commit_batches(b, nb, rc ? &ce : e) < 0) {
 		if (rc)
@@ -361,25 +359,25 @@ int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 		if (store_undelete(a->st, f, p->revived, p->nrevived, e) < 0)
 			return -1;
 	}
-	struct commit_job j = { .running = false };
+	struct sync_commit j = { .running = false };
 	struct err ce;
 
 	for (size_t i = 0; i < p->nbatches; i++) {
 		/* between batches: the daemon may want the line (shutdown, a push) */
 		if (sync_stop_requested(a->hooks)) {
-			if (commit_wait(&j, e) < 0)
+			if (sync_commit_wait(&j, e) < 0)
 				return -1;
 			return err_set(e, ERR_STOPPED, "stopped after %zu of %zu batches", i,
 				       p->nbatches);
 		}
 		if (fetch_batch(a, f, &p->batches[i], &j, s, e) < 0) {
 			/* the commit in flight still counts; its error (a disk one) first */
-			if (commit_wait(&j, &ce) < 0)
+			if (sync_commit_wait(&j, &ce) < 0)
 				*e = ce;
 			return -1;
 		}
 	}
-	return commit_wait(&j, e);
+	return sync_commit_wait(&j, e);
 }
 
 bool sync_small(const struct plan *p)
@@ -410,7 +408,12 @@ int sync_execute_small(const struct sync_folder_args *a, const struct store_fold
 			goto abort;
 		store_batch_folder_state(b, sel->uidvalidity, uidnext, sel->highestmodseq, true);
 	}
-	if (store_batch_commit(&b, rc ? &ce : e) < 0) {
+	/* Nothing of this folder's pass uses the index after the commit when the
+	 * guard has nothing to clear (sync_folder): the caller may go on with the
+	 * next folder's EXAMINE while it runs, and reports its error then. */
+	if (!(rc == 0 && a->behind && !f->guard_at && !f->allow_mass_delete &&
+	      commit_start(a->behind, &b, 1)) &&
+	    store_batch_commit(&b, rc ? &ce : e) < 0) {
 		if (rc)
 			*e = ce;
 		return -1;
@@ -477,11 +480,15 @@ static int pass(const struct sync_folder_args *a, struct store_folder *f,
 	struct remote_view rv = { 0 };
 	int rc;
 
-	rc = incr_unchanged(a, f, e);
-	if (rc != 0)
-		return rc < 0 ? -1 : store_folder_touch(a->st, f->id, now_sec(), e);
-	if (imap_examine(a->imap, f->imap_name, &sel, e) < 0)
-		return -1;
+	if (a->examined) {	/* sent while the folder before was committing */
+		sel = *a->examined;
+	} else {
+		rc = incr_unchanged(a, f, e);
+		if (rc != 0)
+			return rc < 0 ? -1 : store_folder_touch(a->st, f->id, now_sec(), e);
+		if (imap_examine(a->imap, f->imap_name, &sel, e) < 0)
+			return -1;
+	}
 	if (f->uidvalidity && f->uidvalidity != sel.uidvalidity)
 		return rematch_reset(a, f, &sel, s, e);
 	rc = incr_folder(a, f, &sel, s, e);
