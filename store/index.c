@@ -163,7 +163,7 @@ enum stmt_id {
 	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_FULL, S_SYNC_NORMAL,
 	S_F_BY_NAME, S_F_BY_DISPLAY, S_F_BY_PATH, S_F_INSERT, S_F_LIST, S_F_LIST_COUNTS,
 	S_F_DELETED, S_F_STATE,
-	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_BRIEF_RANGE, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
+	S_M_GET, S_M_BRIEF, S_M_BRIEF_LIST, S_M_BRIEF_RANGE, S_M_UID_RANGE, S_M_PUT, S_M_UPDATE, S_M_DELETE, S_M_FOREACH,
 	S_L_INSERT, S_L_PRUNE, S_L_LAST, S_STATS,
 	S_O_ALL, S_O_ADD, S_O_UPDATE, S_O_RESET, S_O_REVIVE, S_O_DELETE,
 	S_F_GUARD, S_F_ALLOW, S_F_ARCHIVE_INSERT, S_F_DELETE, S_F_DELETE_LOG, S_F_COUNT, S_F_TOUCH,
@@ -199,6 +199,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	[S_M_BRIEF_LIST] = "SELECT " BRIEF_COLS " FROM messages WHERE " MSG_RANGE " ORDER BY id",
 	[S_M_BRIEF_RANGE] = "SELECT " BRIEF_COLS " FROM messages WHERE id BETWEEN ((?1 << 32) | ?2) "
 			    "AND ((?1 << 32) | ?3) ORDER BY id",
+	[S_M_UID_RANGE] = "SELECT uid FROM messages WHERE id BETWEEN ((?1 << 32) | ?2) "
+			  "AND ((?1 << 32) | ?3) ORDER BY id",
 	[S_M_PUT] = "INSERT INTO messages (id, modseq, flags, internaldate, size, "
 		    "disk_size, hash, filename, message_id, from_, subject, deleted_at) "
 		    "VALUES ((?1 << 32) | ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
@@ -858,6 +860,31 @@ int idx_brief_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, struct
 	sqlite3_bind_int64(s, 2, lo);
 	sqlite3_bind_int64(s, 3, hi);
 	return brief_rows(x, s, b_r, n_r, e);
+}
+
+int idx_uid_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, uint32_t **u_r,
+		  size_t *n_r, struct err *e)
+{
+	sqlite3_stmt *s = stmt(x, S_M_UID_RANGE);
+	uint32_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	sqlite3_bind_int64(s, 1, fid);
+	sqlite3_bind_int64(s, 2, lo);
+	sqlite3_bind_int64(s, 3, hi);
+	while ((rc = next_row(x, s, "listing messages", e)) == 1) {
+		if (n == cap)
+			v = xrealloc(v, (cap = cap ? cap * 2 : 1024) * sizeof *v);
+		v[n++] = (uint32_t)sqlite3_column_int64(s, 0);
+	}
+	if (rc < 0) {
+		free(v);
+		return -1;
+	}
+	*u_r = v;
+	*n_r = n;
+	return 0;
 }
 
 int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e)

@@ -79,6 +79,9 @@ int idx_brief_list(struct idx *x, int64_t fid, struct idx_brief **b_r, size_t *n
 /* The rows of UIDs LO..HI by UID (one range scan of the primary key). */
 int idx_brief_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, struct idx_brief **b_r,
 		    size_t *n_r, struct err *e);
+/* Only the UIDs of LO..HI, ascending (*u_r NULL when there are none). */
+int idx_uid_range(struct idx *x, int64_t fid, uint32_t lo, uint32_t hi, uint32_t **u_r,
+		  size_t *n_r, struct err *e);
 /* Inserts or replaces the row (folder_id, uid). */
 int idx_msg_put(struct idx *x, const struct store_msg *m, int64_t disk_size, struct err *e);
 /* Sets flags, modseq, filename and deleted_at of an existing row. */

@@ -421,6 +421,16 @@ int store_lmsg_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi,
 	return 0;
 }
 
+int store_uid_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi, uint32_t **u_r,
+		    size_t *n_r, struct err *e)
+{
+	*u_r = NULL;
+	*n_r = 0;
+	if (lo > hi)
+		return 0;
+	return idx_uid_range(st->idx, fid, lo, hi, u_r, n_r, e);
+}
+
 void store_lmsg_free(struct store_lmsg *m, size_t n)
 {
 	for (size_t i = 0; i < n && m; i++)

@@ -129,6 +129,10 @@ int store_lmsg_list(struct store *st, int64_t fid, struct store_lmsg **m_r, size
 int store_lmsg_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi,
 		     struct store_lmsg **m_r, size_t *n_r, struct err *e);
 void store_lmsg_free(struct store_lmsg *m, size_t n);
+/* Only the stored UIDs of LO..HI, ascending (free *u_r): 4 bytes a row where a
+ * pass needs no more (a folder of 18,000 rows: 72 KB instead of ~3 MB). */
+int store_uid_range(struct store *st, int64_t fid, uint32_t lo, uint32_t hi, uint32_t **u_r,
+		    size_t *n_r, struct err *e);
 
 /* A full index row. */
 /* The content hash: the first 128 bits of the SHA-256 of the original bytes.

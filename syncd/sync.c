@@ -293,26 +293,26 @@ int sync_watermark(const struct sync_folder_args *a, const struct store_folder *
 		   struct store_batch *pending, const struct rmsg *r, size_t nr,
 		   uint32_t server_uidnext, uint32_t *uidnext_r, struct err *e)
 {
-	struct store_lmsg *l = NULL;
+	uint32_t *l = NULL;
 	size_t nl = 0, j = 0;
 	uint32_t w = server_uidnext;
 
 	if (!w && nr)	/* the server named none: past the highest UID it listed */
 		w = r[nr - 1].uid == UINT32_MAX ? UINT32_MAX : r[nr - 1].uid + 1;
 	/* the stored rows from R's first UID on: all that is compared */
-	if (nr && store_lmsg_range(a->st, f->id, r[0].uid, UINT32_MAX, &l, &nl, e) < 0)
+	if (nr && store_uid_range(a->st, f->id, r[0].uid, UINT32_MAX, &l, &nl, e) < 0)
 		return -1;
 	for (size_t i = 0; i < nr && r[i].uid < w; i++) {	/* both by UID */
-		while (j < nl && l[j].uid < r[i].uid)
+		while (j < nl && l[j] < r[i].uid)
 			j++;
-		if ((j >= nl || l[j].uid != r[i].uid) &&
+		if ((j >= nl || l[j] != r[i].uid) &&
 		    !(pending && store_batch_has(pending, r[i].uid))) {
 			log_info("%s: UID %u is not stored yet: the next pass asks again from there",
 				 a->label, r[i].uid);
 			w = r[i].uid;
 		}
 	}
-	store_lmsg_free(l, nl);
+	free(l);
 	*uidnext_r = w;
 	return 0;
 }

@@ -773,6 +773,39 @@ static void write_plain_file(const char *path, const void *p, size_t n)
 	close(fd);
 }
 
+/* store_uid_range: the UIDs alone, of one folder, ascending */
+static void test_uid_range(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_NONE);
+	struct store_folder f, fo;
+	struct store_batch *b;
+	struct err e = { 0 };
+	uint32_t *u;
+	size_t n;
+	static const uint32_t uids[] = { 10, 11, 12, 13, 14, 15 };
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0 ||
+	    store_folder_get(st, "Other", '/', &fo, &e) < 0)
+		return;
+	ok(add_simple(st, &f, uids, 6, &e) == 0 && add_simple(st, &fo, uids + 3, 1, &e) == 0,
+	   "six messages in INBOX, UID 13 in Other");
+	store_batch_begin(st, &f, &b, &e);
+	store_batch_vanished(b, 13, EXPUNGE_MIRROR, 4242, &e);
+	ok(store_batch_commit(&b, &e) == 0, "INBOX's UID 13 removed");
+	ok(store_uid_range(st, f.id, 11, 14, &u, &n, &e) == 0 && n == 3 && u[0] == 11 &&
+	   u[1] == 12 && u[2] == 14, "the stored UIDs of 11..14, ascending (not Other's 13)");
+	free(u);
+	ok(store_uid_range(st, f.id, 16, UINT32_MAX, &u, &n, &e) == 0 && n == 0 && !u,
+	   "none above the highest");
+	ok(store_uid_range(st, fo.id, 1, UINT32_MAX, &u, &n, &e) == 0 && n == 1 && u[0] == 13,
+	   "Other's own row");
+	free(u);
+	store_folder_clear(&f);
+	store_folder_clear(&fo);
+	store_close(&st);
+}
+
 static void test_orphans(void)
 {
 	const char *acct = new_account();
@@ -1240,6 +1273,7 @@ int main(void)
 	test_write_read(COMPRESS_GZIP, "gzip");
 	test_write_read(COMPRESS_NONE, "plain");
 	test_changes();
+	test_uid_range();
 	test_orphans();
 	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
