@@ -560,7 +560,8 @@ fail:
 	return -1;
 }
 
-int store_batch_commit(struct store_batch **bp, struct err *e)
+/* store_batch_commit; *did_syncfs: its data was made durable by a syncfs. */
+static int commit_one(struct store_batch **bp, bool *did_syncfs, struct err *e)
 {
 	struct store_batch *b = *bp;
 	struct bupd *u = NULL;
@@ -577,6 +578,7 @@ int store_batch_commit(struct store_batch **bp, struct err *e)
 		committed = true;
 	if (committed) {
 		rc = 0;
+		*did_syncfs = b->mb.did_syncfs;
 		store_pending(b->st, -1);
 	} else {
 		err_prefix(e, "%s", b->label);	/* pending stays: the next open checks all */
@@ -585,5 +587,33 @@ int store_batch_commit(struct store_batch **bp, struct err *e)
 		idx_brief_clear(&u[i].row);
 	free(u);
 	batch_free(b, committed);
+	return rc;
+}
+
+int store_batch_commit(struct store_batch **bp, struct err *e)
+{
+	bool synced;
+
+	return commit_one(bp, &synced, e);
+}
+
+int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e)
+{
+	bool synced = false;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		store_batch_writing_done(b[i]);	/* nothing is written after the syncfs */
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0 && b[i]) {
+			bool s = false;
+
+			b[i]->mb.data_durable = synced;
+			if (commit_one(&b[i], &s, e) < 0)
+				rc = -1;
+			synced = synced || s;
+		}
+		store_batch_abort(&b[i]);	/* NULL after a commit: nothing to do */
+	}
 	return rc;
 }

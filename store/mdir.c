@@ -441,7 +441,7 @@ static int sync_new(struct mdir_batch *mb, struct err *e)
 		live += !mb->nw[i].dropped;
 	if (!live)
 		return 0;
-	each = live <= MDIR_FSYNC_EACH_MAX && mb->nopen == live;
+	each = !mb->data_durable && live <= MDIR_FSYNC_EACH_MAX && mb->nopen == live;
 	for (size_t i = 0; i < mb->nnew; i++) {
 		struct mdir_new *n = &mb->nw[i];
 
@@ -452,8 +452,11 @@ static int sync_new(struct mdir_batch *mb, struct err *e)
 		if (new_close(mb, n, e) < 0)
 			return -1;
 	}
-	if (!each && (FAULT(FAULT_FSYNC) || syncfs(mb->tmpfd) < 0))
+	if (each || mb->data_durable)
+		return 0;
+	if (FAULT(FAULT_FSYNC) || syncfs(mb->tmpfd) < 0)
 		return err_sys(e, ERR_LOCAL, "syncfs(%s/tmp)", mb->dir);
+	mb->did_syncfs = true;
 	return 0;
 }
 

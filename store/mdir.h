@@ -82,6 +82,9 @@ struct mdir_batch {
 	size_t nunl, capunl;
 	size_t nopen;		/* new files whose fd is still open */
 	bool synced;		/* mdir_batch_sync ran to the end */
+	bool data_durable;	/* the new files' data is on disk already (a syncfs
+				 * after they were written): mdir_batch_sync skips it */
+	bool did_syncfs;	/* mdir_batch_sync made the data durable by syncfs */
 	bool failed;		/* a finished file could not be closed: the sync fails */
 };
 

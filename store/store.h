@@ -214,6 +214,12 @@ size_t store_batch_count(const struct store_batch *b);
 void store_batch_writing_done(struct store_batch *b);
 /* Makes everything durable in the order above.  Frees the batch in all cases. */
 int store_batch_commit(struct store_batch **b, struct err *e);
+/* Commits the N batches B in order, each as store_batch_commit, and frees them
+ * all; after a failure the rest are dropped.  All of them must be written to the
+ * end (store_batch_writing_done): then one syncfs(2) made durable the data of
+ * every later batch too, and the later ones skip theirs.  The batches of a
+ * download's writer lanes end together: one syncfs instead of one each. */
+int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e);
 /* Drops the batch: tmp files removed, nothing renamed, nothing committed. */
 void store_batch_abort(struct store_batch **b);
 

@@ -124,24 +124,11 @@ bool sync_stop_requested(const struct sync_hooks *h)
  * While a commit runs, only its thread uses the index: the downloading side
  * (IMAP reader, writer lanes) touches files and memory only.
  */
-/* Commits every lane's batch in turn; the first error wins, the rest are undone. */
-static int commit_batches(struct store_batch **b, size_t nb, struct err *e)
-{
-	int rc = 0;
-
-	for (size_t i = 0; i < nb; i++) {
-		if (rc == 0 && store_batch_commit(&b[i], e) < 0)
-			rc = -1;
-		store_batch_abort(&b[i]);	/* NULL after a commit: nothing to do */
-	}
-	return rc;
-}
-
 static void *commit_main(void *arg)
 {
 	struct sync_commit *j = arg;
 
-	j->rc = commit_batches(j->b, j->nb, &j->e);
+	j->rc = store_batch_commit_all(j->b, j->nb, &j->e);
 	return NULL;
 }
 
@@ -229,7 +216,7 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 	if (rc == 0 && commit_start(j, b, nb))
 		return 0;
 	/* Keep whatever was received completely, even when the line broke. */
-	if (commit_batches(b, nb, rc ? &ce : e) < 0) {
+	if (store_batch_commit_all(b, nb, rc ? &ce : e) < 0) {
 		if (rc)
 			*e = ce;
 		return -1;

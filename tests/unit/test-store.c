@@ -962,6 +962,61 @@ static int run_batch(struct store *st, const struct store_folder *f, int nnew, s
 	return store_batch_commit(&b, e);
 }
 
+/* store_batch_commit_all: the lanes' batches of one download share one syncfs */
+static int lane_batches(struct store *st, const struct store_folder *f, struct store_batch **b,
+			uint32_t uid0, struct err *e)
+{
+	for (int l = 0; l < 2; l++) {
+		if (store_batch_begin(st, f, &b[l], e) < 0)
+			return -1;
+		for (uint32_t i = 0; i < 6; i++) {
+			uint32_t uid = uid0 + (uint32_t)l * 100 + i;
+			unsigned char *p = msg_bytes(uid, 5000, uid);
+			int rc = write_msg(b[l], uid, p, 5000, 4096, "\\Seen", 1700000000, e);
+
+			free(p);
+			if (rc < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static void test_commit_all(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP);
+	struct store_folder f;
+	struct store_batch *b[2] = { NULL, NULL };
+	struct err e = { 0 };
+	int rc;
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0)
+		return;
+	ok(lane_batches(st, &f, b, 10, &e) == 0, "two lanes' batches of six messages written");
+	setenv("MF_FAULT", "fsync:2:EIO", 1);	/* a second syncfs would fail */
+	fault_reset();
+	rc = store_batch_commit_all(b, 2, &e);
+	unsetenv("MF_FAULT");
+	fault_reset();
+	ok(rc == 0 && !b[0] && !b[1], "both commit with one syncfs: %s", rc ? e.msg : "ok");
+	ok(nrows(st, &f) == 12 && count_sub(st, &f, "cur") == 12 && count_sub(st, &f, "tmp") == 0 &&
+	   rows_consistent(st, &f), "all twelve are stored");
+
+	ok(lane_batches(st, &f, b, 1000, &e) == 0, "two more batches written");
+	setenv("MF_FAULT", "fsync:1:EIO", 1);	/* the first (shared) syncfs fails */
+	fault_reset();
+	rc = store_batch_commit_all(b, 2, &e);
+	unsetenv("MF_FAULT");
+	fault_reset();
+	ok(rc < 0 && e.kind == ERR_LOCAL && strstr(e.msg, "syncfs") && !b[0] && !b[1],
+	   "the shared syncfs fails: both are dropped (%s)", e.msg);
+	ok(nrows(st, &f) == 12 && count_sub(st, &f, "cur") == 12 && count_sub(st, &f, "tmp") == 0,
+	   "nothing of either is stored, tmp/ is empty");
+	store_folder_clear(&f);
+	store_close(&st);
+}
+
 /* Each new message is absent, or present with its exact bytes; returns how many are present. */
 static int present_count(struct store *st, const struct store_folder *f, int nnew, int *bad)
 {
@@ -1274,6 +1329,7 @@ int main(void)
 	test_write_read(COMPRESS_NONE, "plain");
 	test_changes();
 	test_uid_range();
+	test_commit_all();
 	test_orphans();
 	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
