@@ -962,6 +962,58 @@ static int run_batch(struct store *st, const struct store_folder *f, int nnew, s
 	return store_batch_commit(&b, e);
 }
 
+/* store_folder_count is remembered until a row of the folder changes, by this
+ * connection (any path, a rollback) or by another one */
+static void test_count_memo(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_NONE);
+	struct store_folder f, g;
+	struct store_batch *b;
+	struct err e = { 0 };
+	static const uint32_t uids[] = { 5, 6, 7, 8 };
+	int64_t live = -1;
+	uint32_t max = 0;
+	sqlite3 *db;
+	char *p, *sql;
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0 ||
+	    store_folder_get(st, "Other", '/', &g, &e) < 0)
+		return;
+	ok(store_folder_count(st, f.id, &live, &max, &e) == 0 && live == 0 && max == 0,
+	   "an empty folder counts 0");
+	ok(add_simple(st, &f, uids, 4, &e) == 0 && store_folder_count(st, f.id, &live, &max, &e) == 0 &&
+	   live == 4 && max == 8, "four stored: 4 live, highest UID 8");
+	ok(add_simple(st, &g, uids, 1, &e) == 0 && store_folder_count(st, f.id, &live, &max, &e) == 0 &&
+	   live == 4 && store_folder_count(st, g.id, &live, &max, &e) == 0 && live == 1,
+	   "a row of another folder changes nothing of INBOX's count");
+	store_batch_begin(st, &f, &b, &e);
+	store_batch_vanished(b, 8, EXPUNGE_KEEP, 4242, &e);
+	ok(store_batch_commit(&b, &e) == 0 && store_folder_count(st, f.id, &live, &max, &e) == 0 &&
+	   live == 3 && max == 8, "UID 8 kept as deleted: 3 live, highest 8");
+	store_batch_begin(st, &f, &b, &e);
+	store_batch_vanished(b, 7, EXPUNGE_MIRROR, 4242, &e);
+	setenv("MF_FAULT", "commit:1", 1);
+	fault_reset();
+	ok(store_batch_commit(&b, &e) < 0, "a commit that fails (rolled back)");
+	unsetenv("MF_FAULT");
+	fault_reset();
+	ok(store_folder_count(st, f.id, &live, &max, &e) == 0 && live == 3,
+	   "the rolled-back removal does not count");
+	p = xasprintf("%s/index.sqlite", store_dir(st));
+	sql = xasprintf("DELETE FROM messages WHERE id = (%lld << 32) | 5", (long long)f.id);
+	ok(sqlite3_open(p, &db) == SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK,
+	   "another connection removes UID 5");
+	sqlite3_close(db);
+	ok(store_folder_count(st, f.id, &live, &max, &e) == 0 && live == 2 && max == 8,
+	   "the count sees it: 2 live");
+	free(sql);
+	free(p);
+	store_folder_clear(&f);
+	store_folder_clear(&g);
+	store_close(&st);
+}
+
 /* store_batch_commit_all: the lanes' batches of one download share one syncfs */
 static int lane_batches(struct store *st, const struct store_folder *f, struct store_batch **b,
 			uint32_t uid0, struct err *e)
@@ -1330,6 +1382,7 @@ int main(void)
 	test_changes();
 	test_uid_range();
 	test_commit_all();
+	test_count_memo();
 	test_orphans();
 	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
