@@ -538,26 +538,35 @@ fail:
 }
 
 /* Step 3: one transaction. */
+/* The batch's rows and folder state, inside the caller's transaction. */
+static int put_rows(struct store_batch *b, struct bupd *u, size_t nu, struct err *e)
+{
+	struct idx *x = b->st->idx;
+
+	for (size_t i = 0; i < b->nnew; i++)
+		if (b->nw[i].idx >= 0 && idx_msg_put(x, &b->nw[i].m, b->nw[i].disk_size, e) < 0)
+			return -1;
+	for (size_t i = 0; i < nu; i++)
+		if ((u[i].remove ? idx_msg_delete(x, b->fid, u[i].row.uid, e)
+				 : idx_msg_update(x, b->fid, &u[i].row, e)) < 0)
+			return -1;
+	if (b->state && idx_folder_state(x, b->fid, b->uidvalidity, b->uidnext, b->highestmodseq,
+					 b->pass_complete ? now_sec() : -1, e) < 0)
+		return -1;
+	return 0;
+}
+
 static int write_rows(struct store_batch *b, struct bupd *u, size_t nu, struct err *e)
 {
 	struct idx *x = b->st->idx;
 
 	if (idx_begin(x, e) < 0)
 		return -1;
-	for (size_t i = 0; i < b->nnew; i++)
-		if (b->nw[i].idx >= 0 && idx_msg_put(x, &b->nw[i].m, b->nw[i].disk_size, e) < 0)
-			goto fail;
-	for (size_t i = 0; i < nu; i++)
-		if ((u[i].remove ? idx_msg_delete(x, b->fid, u[i].row.uid, e)
-				 : idx_msg_update(x, b->fid, &u[i].row, e)) < 0)
-			goto fail;
-	if (b->state && idx_folder_state(x, b->fid, b->uidvalidity, b->uidnext, b->highestmodseq,
-					 b->pass_complete ? now_sec() : -1, e) < 0)
-		goto fail;
+	if (put_rows(b, u, nu, e) < 0) {
+		idx_rollback(x);
+		return -1;
+	}
 	return idx_commit(x, e);
-fail:
-	idx_rollback(x);
-	return -1;
 }
 
 /* store_batch_commit; *did_syncfs: its data was made durable by a syncfs. */
@@ -616,4 +625,67 @@ int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e)
 		store_batch_abort(&b[i]);	/* NULL after a commit: nothing to do */
 	}
 	return rc;
+}
+
+int store_batch_commit_group(struct store_batch **bs, size_t n, struct err *e)
+{
+	struct store_batch **b = xcalloc(n ? n : 1, sizeof *b);
+	struct bupd **u = xcalloc(n ? n : 1, sizeof *u);
+	size_t *nu = xcalloc(n ? n : 1, sizeof *nu);
+	struct idx *x = NULL;
+	bool ok = true, synced = false;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		b[i] = bs[i];
+		bs[i] = NULL;
+		if (b[i]) {
+			store_batch_writing_done(b[i]);	/* nothing is written after a syncfs */
+			x = b[i]->st->idx;
+		}
+	}
+	/* 1. every batch planned against the index as it is */
+	for (i = 0; ok && i < n; i++)
+		if (b[i] && plan(b[i], &u[i], &nu[i], e) < 0) {
+			err_prefix(e, "%s", b[i]->label);
+			ok = false;
+		}
+	/* 2. the files: one syncfs covers the data of the batches after it */
+	for (i = 0; ok && i < n; i++) {
+		if (!b[i])
+			continue;
+		b[i]->mb.data_durable = synced;
+		if (mdir_batch_sync(&b[i]->mb, e) < 0) {
+			err_prefix(e, "%s", b[i]->label);
+			ok = false;
+		}
+		synced = synced || b[i]->mb.did_syncfs;
+	}
+	/* 3. ONE transaction for every row and folder state */
+	if (ok && x) {
+		ok = idx_begin(x, e) == 0;
+		for (i = 0; ok && i < n; i++)
+			if (b[i] && put_rows(b[i], u[i], nu[i], e) < 0) {
+				err_prefix(e, "%s", b[i]->label);
+				idx_rollback(x);
+				ok = false;
+			}
+		if (ok && idx_commit(x, e) < 0)
+			ok = false;
+	}
+	/* 4. unlinks after the commit, or every file step undone */
+	for (i = 0; i < n; i++) {
+		if (!b[i])
+			continue;
+		if (ok)
+			store_pending(b[i]->st, -1);	/* else: the next open checks all */
+		for (size_t k = 0; k < nu[i]; k++)
+			idx_brief_clear(&u[i][k].row);
+		free(u[i]);
+		batch_free(b[i], ok);
+	}
+	free(u);
+	free(nu);
+	free(b);
+	return ok ? 0 : -1;
 }

@@ -220,6 +220,13 @@ int store_batch_commit(struct store_batch **b, struct err *e);
  * every later batch too, and the later ones skip theirs.  The batches of a
  * download's writer lanes end together: one syncfs instead of one each. */
 int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e);
+/* Commits the N batches B -- each of a different folder -- all or none, and
+ * frees them: every batch planned, their files made durable and renamed (one
+ * syncfs for the data, one fsync per cur/), then ONE index transaction for all
+ * their rows and folder states, then the unlinks.  On any failure every file
+ * step is undone and nothing is recorded.  Small change sets of many folders
+ * pay one index commit instead of one each. */
+int store_batch_commit_group(struct store_batch **b, size_t n, struct err *e);
 /* Drops the batch: tmp files removed, nothing renamed, nothing committed. */
 void store_batch_abort(struct store_batch **b);
 

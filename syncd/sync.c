@@ -124,9 +124,18 @@ bool sync_stop_requested(const struct sync_hooks *h)
  * While a commit runs, only its thread uses the index: the downloading side
  * (IMAP reader, writer lanes) touches files and memory only.
  */
+struct commit_job {
+	pthread_t tid;
+	bool running;
+	struct store_batch *b[PIPE_LANES];
+	size_t nb;
+	int rc;
+	struct err e;
+};
+
 static void *commit_main(void *arg)
 {
-	struct sync_commit *j = arg;
+	struct commit_job *j = arg;
 
 	j->rc = store_batch_commit_all(j->b, j->nb, &j->e);
 	return NULL;
@@ -134,7 +143,7 @@ static void *commit_main(void *arg)
 
 /* Hands the NB batches B to a commit thread (j must be idle): true when it
  * started; false leaves them with the caller, to commit in line. */
-static bool commit_start(struct sync_commit *j, struct store_batch **b, size_t nb)
+static bool commit_start(struct commit_job *j, struct store_batch **b, size_t nb)
 {
 	memcpy(j->b, b, nb * sizeof *b);
 	j->nb = nb;
@@ -146,7 +155,8 @@ static bool commit_start(struct sync_commit *j, struct store_batch **b, size_t n
 	return true;
 }
 
-int sync_commit_wait(struct sync_commit *j, struct err *e)
+/* Waits for the commit in flight, if any: 0, or -1 with its error. */
+static int commit_wait(struct commit_job *j, struct err *e)
 {
 	if (!j->running)
 		return 0;
@@ -190,7 +200,7 @@ static int download(const struct sync_folder_args *a, const struct plan_batch *p
  * (j) while the caller goes on to the next batch, or in line when the line broke
  * (the pass ends here) or no thread can start. */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
-		       const struct plan_batch *pb, struct sync_commit *j, struct sync_stats *s,
+		       const struct plan_batch *pb, struct commit_job *j, struct sync_stats *s,
 		       struct err *e)
 {
 	struct store_batch *b[PIPE_LANES] = { NULL };
@@ -207,7 +217,7 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 	if ((rc = download(a, pb, b, nb, &pr, e)) < 0)
 		goto abort;
 	/* the batch before must be durable first: it may hold older UIDs */
-	if (sync_commit_wait(j, &ce) < 0) {
+	if (commit_wait(j, &ce) < 0) {
 		*e = ce;
 		goto abort;
 	}
@@ -346,25 +356,25 @@ int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 		if (store_undelete(a->st, f, p->revived, p->nrevived, e) < 0)
 			return -1;
 	}
-	struct sync_commit j = { .running = false };
+	struct commit_job j = { .running = false };
 	struct err ce;
 
 	for (size_t i = 0; i < p->nbatches; i++) {
 		/* between batches: the daemon may want the line (shutdown, a push) */
 		if (sync_stop_requested(a->hooks)) {
-			if (sync_commit_wait(&j, e) < 0)
+			if (commit_wait(&j, e) < 0)
 				return -1;
 			return err_set(e, ERR_STOPPED, "stopped after %zu of %zu batches", i,
 				       p->nbatches);
 		}
 		if (fetch_batch(a, f, &p->batches[i], &j, s, e) < 0) {
 			/* the commit in flight still counts; its error (a disk one) first */
-			if (sync_commit_wait(&j, &ce) < 0)
+			if (commit_wait(&j, &ce) < 0)
 				*e = ce;
 			return -1;
 		}
 	}
-	return sync_commit_wait(&j, e);
+	return commit_wait(&j, e);
 }
 
 bool sync_small(const struct plan *p)
@@ -395,12 +405,14 @@ int sync_execute_small(const struct sync_folder_args *a, const struct store_fold
 			goto abort;
 		store_batch_folder_state(b, sel->uidvalidity, uidnext, sel->highestmodseq, true);
 	}
-	/* Nothing of this folder's pass uses the index after the commit when the
-	 * guard has nothing to clear (sync_folder): the caller may go on with the
-	 * next folder's EXAMINE while it runs, and reports its error then. */
-	if (!(rc == 0 && a->behind && !f->guard_at && !f->allow_mass_delete &&
-	      commit_start(a->behind, &b, 1)) &&
-	    store_batch_commit(&b, rc ? &ce : e) < 0) {
+	/* Nothing of this folder's pass writes the index after the commit when the
+	 * guard has nothing to clear (sync_folder): the batch may wait in the
+	 * account's group, committed with the other folders' at the end. */
+	if (rc == 0 && a->group && a->group->n < SYNC_GROUP_MAX && !f->guard_at &&
+	    !f->allow_mass_delete) {
+		a->group->b[a->group->n++] = b;
+		b = NULL;
+	} else if (store_batch_commit(&b, rc ? &ce : e) < 0) {
 		if (rc)
 			*e = ce;
 		return -1;
@@ -467,15 +479,11 @@ static int pass(const struct sync_folder_args *a, struct store_folder *f,
 	struct remote_view rv = { 0 };
 	int rc;
 
-	if (a->examined) {	/* sent while the folder before was committing */
-		sel = *a->examined;
-	} else {
-		rc = incr_unchanged(a, f, e);
-		if (rc != 0)
-			return rc < 0 ? -1 : store_folder_touch(a->st, f->id, now_sec(), e);
-		if (imap_examine(a->imap, f->imap_name, &sel, e) < 0)
-			return -1;
-	}
+	rc = incr_unchanged(a, f, e);
+	if (rc != 0)
+		return rc < 0 ? -1 : store_folder_touch(a->st, f->id, now_sec(), e);
+	if (imap_examine(a->imap, f->imap_name, &sel, e) < 0)
+		return -1;
 	if (f->uidvalidity && f->uidvalidity != sel.uidvalidity)
 		return rematch_reset(a, f, &sel, s, e);
 	rc = incr_folder(a, f, &sel, s, e);

@@ -16,9 +16,6 @@
 
 #include "../store/store.h"
 #include "imap.h"
-#include "pipe.h"
-
-#include <pthread.h>
 
 struct sync_stats {
 	int64_t fetched, fetched_bytes, flags_changed, vanished;
@@ -42,23 +39,14 @@ struct sync_hooks {
 	void *ctx;
 };
 
-/*
- * A commit running in a thread of its own: the batches of one download while
- * the next one downloads (sync.c), or a folder's small change set while the
- * account pass sends the next folder's EXAMINE (account.c).  While it runs only
- * its thread uses the index.
- */
-struct sync_commit {
-	pthread_t tid;
-	bool running;
-	struct store_batch *b[PIPE_LANES];
-	size_t nb;
-	int rc;
-	struct err e;
+/* Small change sets of several folders (sync_execute_small), committed
+ * together by the account pass (store_batch_commit_group): one index commit
+ * for an incremental pass that touched many folders. */
+#define SYNC_GROUP_MAX 16
+struct sync_group {
+	struct store_batch *b[SYNC_GROUP_MAX];
+	size_t n;
 };
-
-/* Waits for the commit in flight, if any: 0, or -1 with its error. */
-int sync_commit_wait(struct sync_commit *j, struct err *e);
 
 struct sync_folder_args {
 	struct imap *imap;
@@ -66,12 +54,10 @@ struct sync_folder_args {
 	const struct conf_account *acct;
 	const char *label;	/* "account/folder" for log lines */
 	const struct sync_hooks *hooks;	/* NULL = none */
-	/* Non-NULL: a small change set (sync_execute_small) may leave its commit
-	 * running here when nothing else of the folder's pass touches the index
-	 * after it; the caller must sync_commit_wait before its next index use. */
-	struct sync_commit *behind;
-	/* Non-NULL: the folder's EXAMINE, already sent (QRESYNC sessions only). */
-	const struct imap_selected *examined;
+	/* Non-NULL: a small change set (sync_execute_small) is left in this group
+	 * when nothing else of the folder's pass writes the index after it and the
+	 * group has room; the caller commits the group. */
+	struct sync_group *group;
 };
 
 /* True when the hooks ask the pass to stop (sync.c, account.c). */

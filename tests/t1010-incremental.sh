@@ -172,8 +172,9 @@ ok "INBOX's UIDNEXT moved past the new message ($u5)" test "$u5" != "$(echo "$be
 read -r c b s <<<"$(dc_fetch_bodies "$mark")"
 is "$c" 2 "the new message's body was fetched once per pass: by the failed pass and the next"
 
-# ---- 6: a folder's small change set commits in a thread while the next folder's EXAMINE
-# goes out (syncd/account.c); that commit's failure is still the pass's, and stops it
+# ---- 6: the small change sets of several folders wait in a group and are committed together
+# at the end of the pass (syncd/account.c, store_batch_commit_group): one index commit, all of
+# them or none
 fa=$(first_uid Archive UNFLAGGED)
 fs=$(first_uid Spam UNFLAGGED)
 { dc_flags add '\Flagged' Archive "$fa" && dc_flags add '\Flagged' Spam "$fs"; } ||
@@ -182,23 +183,24 @@ flagged() {	# FOLDER UID: [true] when the index has the message \Flagged
 	"$MF" -c "$CONF" ls "$1" --json >ls6.json 2>ls6.err || diag_file ls6.err
 	json "[('F' in (r.get('flags') or '') or '\\\\Flagged' in str(r.get('flags'))) for r in j if r['uid'] == $2]" ls6.json
 }
-run pass7 env MF_FAULT=dirsync:1:EIO timeout 120 "$MFD" -c "$CONF" --once -D sync
-refused "$RC" "a pass whose folder commit fails behind the next EXAMINE exits non-zero"
-like "$(cat pass7.err)" "EXAMINE of the next folder done while the commit runs" \
-	"the next folder's EXAMINE was sent while the commit ran" || diag_file pass7.err
-like "$(cat pass7.err)" "fsync\(.*(Archive|Spam)/cur\): Input/output error" \
-	"the error is the failed commit's, with its folder" || diag_file pass7.err
+# the second folder's fsync of cur/ fails: the first folder's renames are undone too
+run pass7 env MF_FAULT=dirsync:2:EIO timeout 120 "$MFD" -c "$CONF" --once -D sync
+refused "$RC" "a pass whose grouped commit fails exits non-zero"
+like "$(cat pass7.err)" "change sets of 2 folders committed together: .*fsync\(.*(Archive|Spam)/cur\): Input/output error" \
+	"both folders' change sets were in one group; the error names the folder and the disk's error" ||
+	diag_file pass7.err
 is "$(flagged Archive "$fa") $(flagged Spam "$fs")" "[false] [false]" \
-	"neither flag change is recorded (the failed one, and the one the stopped pass did not reach)"
+	"neither flag change is recorded: the group is committed whole or not at all"
 is "$(find "$MF_STORE/keep/mail" -type d -name tmp -exec find {} -type f \; | wc -l)" 0 \
 	"nothing is left in tmp/"
 run verify7 "$MF" -c "$CONF" verify
-is "$RC" 0 "mailferry verify is clean after the failed commit" || diag_file verify7.out
-run pass8 timeout 120 "$MFD" -c "$CONF" --once -D sync
-is "$RC" 0 "the next pass succeeds" || diag_file pass8.err
+is "$RC" 0 "mailferry verify is clean after the failed group commit" || diag_file verify7.out
+run pass8 env MF_FAULT=commit:2 timeout 120 "$MFD" -c "$CONF" --once -D sync
+is "$RC" 0 "the next pass records both folders with one index commit (a second would fail)" ||
+	diag_file pass8.err
 is "$(flagged Archive "$fa") $(flagged Spam "$fs")" "[true] [true]" \
 	"both flag changes are recorded"
-like "$(cat pass8.err)" "EXAMINE of the next folder done while the commit runs" \
-	"again a commit ran while the next folder was examined"
+like "$(cat pass8.err)" "change sets of 2 folders committed together([^:]|$)" \
+	"again in one group"
 
 done_testing

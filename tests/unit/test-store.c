@@ -1014,6 +1014,61 @@ static void test_count_memo(void)
 	store_close(&st);
 }
 
+/* store_batch_commit_group: several folders' batches, one index commit, all or none */
+static void test_commit_group(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP);
+	struct store_folder f[2];
+	struct store_batch *b[2] = { NULL, NULL };
+	struct err e = { 0 };
+	static const uint32_t uids[] = { 1, 2, 3 };
+	int rc;
+
+	if (!st || store_folder_get(st, "A", '/', &f[0], &e) < 0 ||
+	    store_folder_get(st, "B", '/', &f[1], &e) < 0)
+		return;
+	ok(add_simple(st, &f[0], uids, 3, &e) == 0 && add_simple(st, &f[1], uids, 3, &e) == 0,
+	   "two folders of three messages");
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 2; i++) {
+			unsigned char *p = msg_bytes(10, 4000, 10);
+
+			store_batch_begin(st, &f[i], &b[i], &e);
+			write_msg(b[i], 10, p, 4000, 4096, "", 1700000000, &e);
+			free(p);
+			store_batch_flags(b[i], 1, "\\Flagged", 0, &e);
+			store_batch_vanished(b[i], 2, EXPUNGE_MIRROR, 5000, &e);
+			store_batch_folder_state(b[i], 7, 11, 0, true);
+		}
+		if (round == 0) {
+			setenv("MF_FAULT", "commit:1", 1);	/* the one index commit fails */
+			fault_reset();
+		}
+		rc = store_batch_commit_group(b, 2, &e);
+		unsetenv("MF_FAULT");
+		fault_reset();
+		if (round == 0) {
+			ok(rc < 0 && !b[0] && !b[1], "the group's index commit fails: %s", e.msg);
+			ok(nrows(st, &f[0]) == 3 && nrows(st, &f[1]) == 3 &&
+			   count_sub(st, &f[0], "cur") == 3 && count_sub(st, &f[1], "cur") == 3 &&
+			   count_sub(st, &f[0], "tmp") == 0 && count_sub(st, &f[1], "tmp") == 0 &&
+			   ends_with(name_of(st, &f[0], 1), ":2,S") && ends_with(name_of(st, &f[1], 1), ":2,S"),
+			   "neither folder changed: no new file, no removal, the flag renames undone");
+		} else {
+			ok(rc == 0, "the group commits: %s", rc ? e.msg : "ok");
+			ok(nrows(st, &f[0]) == 3 && nrows(st, &f[1]) == 3 &&
+			   count_sub(st, &f[0], "cur") == 3 && rows_consistent(st, &f[0]) &&
+			   rows_consistent(st, &f[1]) && ends_with(name_of(st, &f[1], 1), ":2,F") &&
+			   name_of(st, &f[0], 2) == NULL && name_of(st, &f[1], 10) != NULL,
+			   "both folders: one new, one removed, one flagged");
+		}
+	}
+	store_folder_clear(&f[0]);
+	store_folder_clear(&f[1]);
+	store_close(&st);
+}
+
 /* store_batch_commit_all: the lanes' batches of one download share one syncfs */
 static int lane_batches(struct store *st, const struct store_folder *f, struct store_batch **b,
 			uint32_t uid0, struct err *e)
@@ -1382,6 +1437,7 @@ int main(void)
 	test_changes();
 	test_uid_range();
 	test_commit_all();
+	test_commit_group();
 	test_count_memo();
 	test_orphans();
 	test_clean_marker();
