@@ -427,6 +427,24 @@ abort:
 	return -1;
 }
 
+/* After a full pass: the live messages stored against the N the server listed
+ * (a difference is said; the next pass looks again).  The index remembers the
+ * count until a row of the folder changes, so the next incremental pass, which
+ * compares it with EXISTS, does not read every row again (~20 ms at 60,000). */
+static int full_count(const struct sync_folder_args *a, const struct store_folder *f, size_t n,
+		      struct err *e)
+{
+	int64_t live;
+	uint32_t maxuid;
+
+	if (store_folder_count(a->st, f->id, &live, &maxuid, e) < 0)
+		return -1;
+	if (live != (int64_t)n)
+		log_info("%s: the server listed %zu messages, the store holds %lld: the next pass "
+			 "looks again", a->label, n, (long long)live);
+	return 0;
+}
+
 int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 	      const struct imap_selected *sel, struct remote_view *rv, bool rematched,
 	      struct sync_stats *s, struct err *e)
@@ -466,6 +484,8 @@ int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 	    sync_watermark(a, f, NULL, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0)
 		goto out;
 	rc = sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e);
+	if (rc == 0)
+		rc = full_count(a, f, rv->n, e);
 out:
 	plan_free(&p);
 	store_lmsg_free(lm, nl);
