@@ -277,11 +277,16 @@ struct idx {
 	int64_t data_version;
 };
 
+/* Forgets FID's count (a folder has at most one slot), or every count (-1). */
 static void memo_forget(struct idx *x, int64_t fid)
 {
-	for (size_t i = 0; i < COUNT_MEMO; i++)
-		if (fid < 0 || x->memo[i].fid == fid)
-			x->memo[i].fid = 0;
+	for (size_t i = 0; i < COUNT_MEMO; i++) {
+		if (fid >= 0 && x->memo[i].fid != fid)
+			continue;
+		x->memo[i].fid = 0;
+		if (fid >= 0)
+			return;
+	}
 }
 
 static void on_update(void *arg, int op, const char *dbname, const char *table,

@@ -35,8 +35,9 @@ struct account_pass {
 	int folders_ok, folders_failed, folders_skipped;
 	struct err first_folder_err;
 	/* Folders whose small change set waits in the group (sync_execute_small):
-	 * their end -- result, sync log, hooks -- comes when it is committed, at
-	 * the end of the pass or when the group is full. */
+	 * left[i] is the folder of group.b[i].  Their end -- result, sync log,
+	 * hooks -- comes when the group is committed, at the end of the pass or
+	 * when it is full. */
 	struct sync_group group;
 	struct folder_left {
 		int64_t fid;
@@ -44,7 +45,6 @@ struct account_pass {
 		struct sync_stats s;
 		int64_t started, t0;
 	} left[SYNC_GROUP_MAX];
-	size_t nleft;
 };
 
 int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
@@ -140,15 +140,16 @@ static int folder_end(struct account_pass *p, int64_t fid, const char *display, 
 static int group_end(struct account_pass *p, struct err *e)
 {
 	struct err fe, ee;
+	size_t n = p->group.n;
 	int rc, ret = 0;
 
-	if (!p->nleft)
+	if (!n)
 		return 0;
-	rc = store_batch_commit_group(p->group.b, p->group.n, &fe);
+	rc = store_batch_commit_group(p->group.b, n, &fe);
 	log_debug(LOGC_SYNC, "%s: the change sets of %zu folders committed together%s%s",
-		  p->a->name, p->group.n, rc < 0 ? ": " : "", rc < 0 ? fe.msg : "");
+		  p->a->name, n, rc < 0 ? ": " : "", rc < 0 ? fe.msg : "");
 	p->group.n = 0;
-	for (size_t i = 0; i < p->nleft; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct folder_left *l = &p->left[i];
 
 		if (rc < 0)
@@ -160,13 +161,12 @@ static int group_end(struct account_pass *p, struct err *e)
 		}
 		free(l->display);
 	}
-	p->nleft = 0;
 	return ret;
 }
 
 static bool in_group(const struct account_pass *p, int64_t fid)
 {
-	for (size_t i = 0; i < p->nleft; i++)
+	for (size_t i = 0; i < p->group.n; i++)
 		if (p->left[i].fid == fid)
 			return true;
 	return false;
@@ -180,7 +180,7 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 	struct err fe;
 	int64_t started = now_sec(), t0 = mono_ms();
 
-	if (p->nleft == SYNC_GROUP_MAX && group_end(p, e) < 0)
+	if (p->group.n == SYNC_GROUP_MAX && group_end(p, e) < 0)
 		return -1;
 	if (store_folder_get(p->st, mb->name, mb->delim, &f, &fe) < 0) {
 		if (fe.kind == ERR_LOCAL) {
@@ -206,7 +206,7 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 		p->h->folder_begin(p->h->ctx, f.display, ++p->isel, p->nsel);
 	int rc = sync_folder(&args, &f, &s, &fe);
 	if (rc == 0 && p->group.n > queued) {
-		p->left[p->nleft++] = (struct folder_left){ .fid = f.id, .label = label,
+		p->left[queued] = (struct folder_left){ .fid = f.id, .label = label,
 							    .display = xstrdup(f.display), .s = s,
 							    .started = started, .t0 = t0 };
 		store_folder_clear(&f);
