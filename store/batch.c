@@ -537,8 +537,7 @@ fail:
 	return -1;
 }
 
-/* Step 3: one transaction. */
-/* The batch's rows and folder state, inside the caller's transaction. */
+/* Step 3: the batch's rows and folder state, inside the caller's transaction. */
 static int put_rows(struct store_batch *b, struct bupd *u, size_t nu, struct err *e)
 {
 	struct idx *x = b->st->idx;
@@ -556,136 +555,157 @@ static int put_rows(struct store_batch *b, struct bupd *u, size_t nu, struct err
 	return 0;
 }
 
-static int write_rows(struct store_batch *b, struct bupd *u, size_t nu, struct err *e)
-{
-	struct idx *x = b->st->idx;
+/* ---- a commit in three steps (store.h) ---- */
 
-	if (idx_begin(x, e) < 0)
-		return -1;
-	if (put_rows(b, u, nu, e) < 0) {
-		idx_rollback(x);
-		return -1;
+struct store_commit {
+	struct store_batch **b;
+	struct bupd **u;	/* the row changes of b[i] (nu[i] of them) */
+	size_t *nu;
+	size_t n;
+	int rc;			/* of store_commit_files; its error in e */
+	struct err e;
+};
+
+static void commit_free(struct store_commit *c, bool committed)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		if (!c->b[i])
+			continue;
+		if (committed)
+			store_pending(c->b[i]->st, -1);	/* else: the next open checks all */
+		for (size_t k = 0; k < c->nu[i]; k++)
+			idx_brief_clear(&c->u[i][k].row);
+		free(c->u[i]);
+		batch_free(c->b[i], committed);
 	}
-	return idx_commit(x, e);
+	free(c->u);
+	free(c->nu);
+	free(c->b);
+	free(c);
 }
 
-/* store_batch_commit; *did_syncfs: its data was made durable by a syncfs. */
-static int commit_one(struct store_batch **bp, bool *did_syncfs, struct err *e)
+int store_commit_prepare(struct store_batch **bs, size_t n, struct store_commit **c_r,
+			 struct err *e)
 {
-	struct store_batch *b = *bp;
-	struct bupd *u = NULL;
-	size_t nu = 0;
-	bool committed = false;
-	int rc = -1;
+	struct store_commit *c = xcalloc(1, sizeof *c);
 
-	if (!b)
-		return err_set(e, ERR_LOCAL, "committing a batch that is not open");
-	*bp = NULL;
-	store_batch_writing_done(b);	/* the commit writes no message */
-	if (plan(b, &u, &nu, e) == 0 && mdir_batch_sync(&b->mb, e) == 0 &&
-	    (!(b->state || nu || store_batch_count(b)) || write_rows(b, u, nu, e) == 0))
-		committed = true;
-	if (committed) {
-		rc = 0;
-		*did_syncfs = b->mb.did_syncfs;
-		store_pending(b->st, -1);
-	} else {
-		err_prefix(e, "%s", b->label);	/* pending stays: the next open checks all */
+	*c_r = NULL;
+	c->n = n;
+	c->b = xcalloc(n ? n : 1, sizeof *c->b);
+	c->u = xcalloc(n ? n : 1, sizeof *c->u);
+	c->nu = xcalloc(n ? n : 1, sizeof *c->nu);
+	for (size_t i = 0; i < n; i++) {
+		c->b[i] = bs[i];
+		bs[i] = NULL;
+		if (c->b[i])
+			store_batch_writing_done(c->b[i]);	/* nothing is written after a syncfs */
 	}
-	for (size_t i = 0; i < nu; i++)
-		idx_brief_clear(&u[i].row);
-	free(u);
-	batch_free(b, committed);
-	return rc;
+	/* step 1 for every batch, against the index as it is */
+	for (size_t i = 0; i < n; i++)
+		if (c->b[i] && plan(c->b[i], &c->u[i], &c->nu[i], e) < 0) {
+			err_prefix(e, "%s", c->b[i]->label);
+			commit_free(c, false);
+			return -1;
+		}
+	*c_r = c;
+	return 0;
+}
+
+int store_commit_files(struct store_commit *c)
+{
+	bool synced = false;
+
+	/* step 2: one syncfs covers the data of the batches after it */
+	for (size_t i = 0; c->rc == 0 && i < c->n; i++) {
+		struct store_batch *b = c->b[i];
+
+		if (!b)
+			continue;
+		b->mb.data_durable = synced;
+		if (mdir_batch_sync(&b->mb, &c->e) < 0) {
+			err_prefix(&c->e, "%s", b->label);
+			c->rc = -1;
+		}
+		synced = synced || b->mb.did_syncfs;
+	}
+	return c->rc;
+}
+
+/* Is there anything for the index: a row or a folder state? */
+static bool commit_has_rows(const struct store_commit *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (c->b[i] && (c->b[i]->state || c->nu[i] || store_batch_count(c->b[i])))
+			return true;
+	return false;
+}
+
+/* The label of the commit's folder when all its batches are of one, else NULL. */
+static const char *commit_one_folder(const struct store_commit *c)
+{
+	const struct store_batch *first = NULL;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (!c->b[i])
+			continue;
+		if (first && c->b[i]->fid != first->fid)
+			return NULL;
+		if (!first)
+			first = c->b[i];
+	}
+	return first ? first->label : NULL;
+}
+
+int store_commit_finish(struct store_commit **cp, struct err *e)
+{
+	struct store_commit *c = *cp;
+	struct idx *x = NULL;
+	bool ok;
+
+	if (!c)
+		return 0;
+	*cp = NULL;
+	ok = c->rc == 0;
+	if (!ok)
+		*e = c->e;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->b[i])
+			x = c->b[i]->st->idx;
+	/* step 3: ONE transaction for every row and folder state */
+	if (ok && x && commit_has_rows(c)) {
+		ok = idx_begin(x, e) == 0;
+		if (!ok && commit_one_folder(c))
+			err_prefix(e, "%s", commit_one_folder(c));
+		for (size_t i = 0; ok && i < c->n; i++)
+			if (c->b[i] && put_rows(c->b[i], c->u[i], c->nu[i], e) < 0) {
+				err_prefix(e, "%s", c->b[i]->label);
+				idx_rollback(x);
+				ok = false;
+			}
+		if (ok && idx_commit(x, e) < 0) {
+			if (commit_one_folder(c))
+				err_prefix(e, "%s", commit_one_folder(c));
+			ok = false;
+		}
+	}
+	/* step 4: the unlinks after the commit, or every file step undone */
+	commit_free(c, ok);
+	return ok ? 0 : -1;
+}
+
+int store_batch_commit_group(struct store_batch **b, size_t n, struct err *e)
+{
+	struct store_commit *c;
+
+	if (store_commit_prepare(b, n, &c, e) < 0)
+		return -1;
+	store_commit_files(c);
+	return store_commit_finish(&c, e);
 }
 
 int store_batch_commit(struct store_batch **bp, struct err *e)
 {
-	bool synced;
-
-	return commit_one(bp, &synced, e);
-}
-
-int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e)
-{
-	bool synced = false;
-	int rc = 0;
-
-	for (size_t i = 0; i < n; i++)
-		store_batch_writing_done(b[i]);	/* nothing is written after the syncfs */
-	for (size_t i = 0; i < n; i++) {
-		if (rc == 0 && b[i]) {
-			bool s = false;
-
-			b[i]->mb.data_durable = synced;
-			if (commit_one(&b[i], &s, e) < 0)
-				rc = -1;
-			synced = synced || s;
-		}
-		store_batch_abort(&b[i]);	/* NULL after a commit: nothing to do */
-	}
-	return rc;
-}
-
-int store_batch_commit_group(struct store_batch **bs, size_t n, struct err *e)
-{
-	struct store_batch **b = xcalloc(n ? n : 1, sizeof *b);
-	struct bupd **u = xcalloc(n ? n : 1, sizeof *u);
-	size_t *nu = xcalloc(n ? n : 1, sizeof *nu);
-	struct idx *x = NULL;
-	bool ok = true, synced = false;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		b[i] = bs[i];
-		bs[i] = NULL;
-		if (b[i]) {
-			store_batch_writing_done(b[i]);	/* nothing is written after a syncfs */
-			x = b[i]->st->idx;
-		}
-	}
-	/* 1. every batch planned against the index as it is */
-	for (i = 0; ok && i < n; i++)
-		if (b[i] && plan(b[i], &u[i], &nu[i], e) < 0) {
-			err_prefix(e, "%s", b[i]->label);
-			ok = false;
-		}
-	/* 2. the files: one syncfs covers the data of the batches after it */
-	for (i = 0; ok && i < n; i++) {
-		if (!b[i])
-			continue;
-		b[i]->mb.data_durable = synced;
-		if (mdir_batch_sync(&b[i]->mb, e) < 0) {
-			err_prefix(e, "%s", b[i]->label);
-			ok = false;
-		}
-		synced = synced || b[i]->mb.did_syncfs;
-	}
-	/* 3. ONE transaction for every row and folder state */
-	if (ok && x) {
-		ok = idx_begin(x, e) == 0;
-		for (i = 0; ok && i < n; i++)
-			if (b[i] && put_rows(b[i], u[i], nu[i], e) < 0) {
-				err_prefix(e, "%s", b[i]->label);
-				idx_rollback(x);
-				ok = false;
-			}
-		if (ok && idx_commit(x, e) < 0)
-			ok = false;
-	}
-	/* 4. unlinks after the commit, or every file step undone */
-	for (i = 0; i < n; i++) {
-		if (!b[i])
-			continue;
-		if (ok)
-			store_pending(b[i]->st, -1);	/* else: the next open checks all */
-		for (size_t k = 0; k < nu[i]; k++)
-			idx_brief_clear(&u[i][k].row);
-		free(u[i]);
-		batch_free(b[i], ok);
-	}
-	free(u);
-	free(nu);
-	free(b);
-	return ok ? 0 : -1;
+	if (!*bp)
+		return err_set(e, ERR_LOCAL, "committing a batch that is not open");
+	return store_batch_commit_group(bp, 1, e);
 }

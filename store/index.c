@@ -307,6 +307,10 @@ static void on_rollback(void *arg)
 
 static int db_fail(struct idx *x, const char *what, struct err *e)
 {
+	/* SQLite's "database or disk is full" is the disk's ENOSPC: say it as
+	 * every other write does */
+	if ((sqlite3_errcode(x->db) & 0xff) == SQLITE_FULL)
+		return err_set(e, ERR_LOCAL, "%s: %s: %s", x->path, what, strerror(ENOSPC));
 	return err_set(e, ERR_LOCAL, "%s: %s: %s", x->path, what, sqlite3_errmsg(x->db));
 }
 

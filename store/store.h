@@ -214,19 +214,33 @@ size_t store_batch_count(const struct store_batch *b);
 void store_batch_writing_done(struct store_batch *b);
 /* Makes everything durable in the order above.  Frees the batch in all cases. */
 int store_batch_commit(struct store_batch **b, struct err *e);
-/* Commits the N batches B in order, each as store_batch_commit, and frees them
- * all; after a failure the rest are dropped.  All of them must be written to the
- * end (store_batch_writing_done): then one syncfs(2) made durable the data of
- * every later batch too, and the later ones skip theirs.  The batches of a
- * download's writer lanes end together: one syncfs instead of one each. */
-int store_batch_commit_all(struct store_batch **b, size_t n, struct err *e);
-/* Commits the N batches B -- each of a different folder -- all or none, and
- * frees them: every batch planned, their files made durable and renamed (one
- * syncfs for the data, one fsync per cur/), then ONE index transaction for all
- * their rows and folder states, then the unlinks.  On any failure every file
- * step is undone and nothing is recorded.  Small change sets of many folders
- * pay one index commit instead of one each. */
+/* Commits the N batches B together, all or none, and frees them: every batch
+ * planned, their files made durable and renamed (one syncfs for the data of all,
+ * one fsync of cur/ each), then ONE index transaction for all their rows and
+ * folder states, then the unlinks.  On any failure every file step is undone
+ * and nothing is recorded.  The batches may be of several folders (the small
+ * change sets of an incremental pass: one index commit instead of one each) or
+ * of one (a download's writer lanes); no two may touch the same UID of a folder
+ * (each is planned against the index as it was before any of them). */
 int store_batch_commit_group(struct store_batch **b, size_t n, struct err *e);
+/*
+ * The same commit in three steps, so that the slow middle one can run in another
+ * thread while the caller goes on with the index (sync.c: the next batch, or the
+ * next folder, starts while the files of the last one are made durable):
+ *   store_commit_prepare: step 1 for every batch (reads the index); takes the
+ *     batches (B's slots become NULL).  -1: they were dropped, nothing changed.
+ *   store_commit_files: step 2 (syncfs, renames, fsync of cur/).  It touches no
+ *     index and nothing of the store but the batches' files: any thread may run
+ *     it while the store's owner uses the index.  Its error is kept for finish.
+ *   store_commit_finish: step 3 and 4 in the caller's thread -- or, when the
+ *     files failed, every file step undone and their error returned.  Frees C.
+ * store_batch_commit_group is the three in a row.
+ */
+struct store_commit;
+int store_commit_prepare(struct store_batch **b, size_t n, struct store_commit **c_r,
+			 struct err *e);
+int store_commit_files(struct store_commit *c);
+int store_commit_finish(struct store_commit **c, struct err *e);
 /* Drops the batch: tmp files removed, nothing renamed, nothing committed. */
 void store_batch_abort(struct store_batch **b);
 

@@ -45,6 +45,11 @@ struct account_pass {
 		struct sync_stats s;
 		int64_t started, t0;
 	} left[SYNC_GROUP_MAX];
+	/* The folder whose full pass left its end in tail (sync.h): its end comes
+	 * after the next folder's pass, or at the end of this one. */
+	struct sync_tail tail;
+	struct folder_left tail_left;
+	bool tail_left_set;
 };
 
 int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
@@ -164,6 +169,25 @@ static int group_end(struct account_pass *p, struct err *e)
 	return ret;
 }
 
+/* Ends the folder whose end was left in the tail, if any: its end is finished
+ * first when the next folder's pass did not.  As folder_end. */
+static int tail_end(struct account_pass *p, struct err *e)
+{
+	struct folder_left *l = &p->tail_left;
+	int rc;
+
+	if (!p->tail_left_set)
+		return 0;
+	if (!p->tail.done)
+		sync_tail_finish(&p->tail);
+	p->tail.done = false;
+	p->tail_left_set = false;
+	rc = folder_end(p, l->fid, l->display, l->label, &l->s, p->tail.rc, &p->tail.e, l->started,
+			l->t0, e);
+	free(l->display);
+	return rc;
+}
+
 static bool in_group(const struct account_pass *p, int64_t fid)
 {
 	for (size_t i = 0; i < p->group.n; i++)
@@ -191,8 +215,10 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 		p->folders_skipped++;
 		return 0;
 	}
-	/* the group holds one change set per folder (a folder named twice) */
-	if (in_group(p, f.id) && group_end(p, e) < 0) {
+	/* the group holds one change set per folder (a folder named twice), and
+	 * a folder's end comes before its next pass */
+	if ((in_group(p, f.id) && group_end(p, e) < 0) ||
+	    (p->tail_left_set && p->tail_left.fid == f.id && tail_end(p, e) < 0)) {
 		store_folder_clear(&f);
 		return -1;
 	}
@@ -200,20 +226,30 @@ static int pass_folder(struct account_pass *p, const struct imap_mailbox *mb, st
 	if (f.deleted_at && store_folder_set_deleted(p->st, f.id, 0, &fe) < 0)
 		log_warn("%s: %s", label, fe.msg);
 	struct sync_folder_args args = { .imap = p->imap, .st = p->st, .acct = p->a, .label = label,
-					 .hooks = p->h, .group = &p->group };
+					 .hooks = p->h, .group = &p->group, .tail = &p->tail };
 	size_t queued = p->group.n;
 	if (p->h && p->h->folder_begin)
 		p->h->folder_begin(p->h->ctx, f.display, ++p->isel, p->nsel);
 	int rc = sync_folder(&args, &f, &s, &fe);
-	if (rc == 0 && p->group.n > queued) {
-		p->left[queued] = (struct folder_left){ .fid = f.id, .label = label,
-							    .display = xstrdup(f.display), .s = s,
-							    .started = started, .t0 = t0 };
-		store_folder_clear(&f);
-		return 0;
+	/* the folder before, when its end was left: it ends first */
+	struct err te;
+	int trc = tail_end(p, &te);
+	struct folder_left l = { .fid = f.id, .label = label, .display = xstrdup(f.display),
+				 .s = s, .started = started, .t0 = t0 };
+	if (rc == 0 && p->tail.w) {	/* this folder's end is left too */
+		p->tail_left = l;
+		p->tail_left_set = true;
+	} else if (rc == 0 && p->group.n > queued) {
+		p->left[queued] = l;
+	} else {
+		free(l.display);
+		rc = folder_end(p, f.id, f.display, label, &s, rc, &fe, started, t0, e);
 	}
-	rc = folder_end(p, f.id, f.display, label, &s, rc, &fe, started, t0, e);
 	store_folder_clear(&f);
+	if (trc < 0) {
+		*e = te;
+		return -1;
+	}
 	return rc;
 }
 
@@ -377,6 +413,10 @@ int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
 
 	err_clear(e);
 	rc = folders ? pass_some_folders(&p, folders, e) : pass_folders(&p, e);
+	if (rc == 0)
+		rc = tail_end(&p, e);
+	else if (tail_end(&p, &le) < 0)
+		log_warn("%s: %s", a->name, le.msg);
 	if (rc == 0)
 		rc = group_end(&p, e);
 	else if (group_end(&p, &le) < 0)

@@ -115,58 +115,51 @@ bool sync_stop_requested(const struct sync_hooks *h)
 /* ---- bodies ---- */
 
 /*
- * A batch's commit (syncfs, renames into cur/, fsync of cur/, the index
- * transaction) runs in a thread of its own while the next batch downloads:
- * measured on a first sync of the corpus, the line otherwise stood idle for
- * 60-100 ms at the end of every batch.  The order of durability is the same as
- * committing in line: batch N's commit is done before batch N+1's begins, and
- * the folder's state is written only after the last one (sync_execute waits).
- * While a commit runs, only its thread uses the index: the downloading side
- * (IMAP reader, writer lanes) touches files and memory only.
+ * A batch's commit runs in two places (store_commit_*): the plan and the index
+ * rows in the pass's thread, the files (syncfs, renames into cur/, fsync of
+ * cur/: 20-55 ms of the 25-60) in a thread of its own while the next batch
+ * downloads -- measured on a first sync of the corpus, the line otherwise stood
+ * idle for 60-100 ms at the end of every batch.  The order of durability is the
+ * same as committing in line: batch N's files are durable and its rows
+ * committed before batch N+1's commit begins, and the folder's state is written
+ * only after the last one.  The thread touches the batches' files only; the
+ * index is the pass's thread's alone.
  */
 struct commit_job {
 	pthread_t tid;
-	bool running;
-	struct store_batch *b[PIPE_LANES];
-	size_t nb;
-	int rc;
-	struct err e;
+	bool running;		/* the thread */
+	struct store_commit *c;	/* planned; its files made durable by the thread */
 };
 
 static void *commit_main(void *arg)
 {
-	struct commit_job *j = arg;
-
-	j->rc = store_batch_commit_all(j->b, j->nb, &j->e);
+	store_commit_files(arg);
 	return NULL;
 }
 
-/* Hands the NB batches B to a commit thread (j must be idle): true when it
- * started; false leaves them with the caller, to commit in line. */
-static bool commit_start(struct commit_job *j, struct store_batch **b, size_t nb)
+/* Hands the NB batches B to a commit (j must be idle): planned here, their files
+ * made durable by a thread (in line when none can start).  -1 (e): the plan
+ * failed and the batches were dropped. */
+static int commit_start(struct commit_job *j, struct store_batch **b, size_t nb, struct err *e)
 {
-	memcpy(j->b, b, nb * sizeof *b);
-	j->nb = nb;
-	if (pthread_create(&j->tid, NULL, commit_main, j) != 0)
-		return false;
-	j->running = true;
-	for (size_t i = 0; i < nb; i++)
-		b[i] = NULL;
-	return true;
+	if (store_commit_prepare(b, nb, &j->c, e) < 0)
+		return -1;
+	if (pthread_create(&j->tid, NULL, commit_main, j->c) == 0)
+		j->running = true;
+	else
+		store_commit_files(j->c);
+	return 0;
 }
 
-/* Waits for the commit in flight, if any: 0, or -1 with its error. */
+/* Waits for the files of the commit in flight, if any, then commits its rows:
+ * 0, or -1 with its error (then nothing of it is recorded). */
 static int commit_wait(struct commit_job *j, struct err *e)
 {
-	if (!j->running)
-		return 0;
-	pthread_join(j->tid, NULL);
-	j->running = false;
-	if (j->rc < 0) {
-		*e = j->e;
-		return -1;
+	if (j->running) {
+		pthread_join(j->tid, NULL);
+		j->running = false;
 	}
-	return 0;
+	return store_commit_finish(&j->c, e);
 }
 
 /* Downloads planned batch PB into the NB open batches B through the writer pipe
@@ -198,14 +191,14 @@ static int download(const struct sync_folder_args *a, const struct plan_batch *p
 
 /* Downloads one planned batch.  What arrived is made durable by a commit thread
  * (j) while the caller goes on to the next batch, or in line when the line broke
- * (the pass ends here) or no thread can start. */
+ * (the pass ends here). */
 static int fetch_batch(const struct sync_folder_args *a, const struct store_folder *f,
 		       const struct plan_batch *pb, struct commit_job *j, struct sync_stats *s,
 		       struct err *e)
 {
 	struct store_batch *b[PIPE_LANES] = { NULL };
-	/* a second lane pays for itself on big batches only: each lane's batch is
-	 * made durable on its own (syncfs, fsync of cur/, index commit: ~5 ms) */
+	/* a second lane pays for itself on big batches only: its files are made
+	 * durable on their own (renames, fsync of cur/) */
 	size_t nb = pb->bytes < LANE_MIN_BYTES ? 1 : PIPE_LANES;
 	struct pipe_result pr;
 	struct err ce;
@@ -221,17 +214,24 @@ static int fetch_batch(const struct sync_folder_args *a, const struct store_fold
 		*e = ce;
 		goto abort;
 	}
+	/* the folder before's end, left while this download ran (its thread is
+	 * done by now); a disk that failed it stops this folder too */
+	if (a->tail && a->tail->w) {
+		sync_tail_finish(a->tail);
+		if (a->tail->rc < 0 && a->tail->e.kind == ERR_LOCAL) {
+			err_set(e, ERR_LOCAL, "stopped by the error of the folder before: %s",
+				a->tail->e.msg);
+			goto abort;
+		}
+	}
 	s->fetched += pr.fetched;
 	s->fetched_bytes += pr.bytes;
-	if (rc == 0 && commit_start(j, b, nb))
-		return 0;
+	if (rc == 0)
+		return commit_start(j, b, nb, e);
 	/* Keep whatever was received completely, even when the line broke. */
-	if (store_batch_commit_all(b, nb, rc ? &ce : e) < 0) {
-		if (rc)
-			*e = ce;
-		return -1;
-	}
-	return rc ? -1 : 0;
+	if (store_batch_commit_group(b, nb, &ce) < 0)
+		*e = ce;
+	return -1;
 abort:
 	for (size_t i = 0; i < nb; i++)
 		store_batch_abort(&b[i]);
@@ -343,9 +343,13 @@ static int guard_done(const struct sync_folder_args *a, const struct store_folde
 	return 0;
 }
 
-int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
-		 const struct plan *p, struct sync_stats *s, struct err *e)
+/* The plan's changes and downloads; returns with the last batch's commit still
+ * in j (commit_wait), or -1 with none. */
+static int execute(const struct sync_folder_args *a, const struct store_folder *f,
+		   const struct plan *p, struct commit_job *j, struct sync_stats *s, struct err *e)
 {
+	struct err ce;
+
 	if (apply_changes(a, f, p, s, e) < 0)
 		return -1;
 	if (p->nrevived) {
@@ -356,24 +360,31 @@ int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
 		if (store_undelete(a->st, f, p->revived, p->nrevived, e) < 0)
 			return -1;
 	}
-	struct commit_job j = { .running = false };
-	struct err ce;
-
 	for (size_t i = 0; i < p->nbatches; i++) {
 		/* between batches: the daemon may want the line (shutdown, a push) */
 		if (sync_stop_requested(a->hooks)) {
-			if (commit_wait(&j, e) < 0)
+			if (commit_wait(j, e) < 0)
 				return -1;
 			return err_set(e, ERR_STOPPED, "stopped after %zu of %zu batches", i,
 				       p->nbatches);
 		}
-		if (fetch_batch(a, f, &p->batches[i], &j, s, e) < 0) {
+		if (fetch_batch(a, f, &p->batches[i], j, s, e) < 0) {
 			/* the commit in flight still counts; its error (a disk one) first */
-			if (commit_wait(&j, &ce) < 0)
+			if (commit_wait(j, &ce) < 0)
 				*e = ce;
 			return -1;
 		}
 	}
+	return 0;
+}
+
+int sync_execute(const struct sync_folder_args *a, const struct store_folder *f,
+		 const struct plan *p, struct sync_stats *s, struct err *e)
+{
+	struct commit_job j = { .running = false };
+
+	if (execute(a, f, p, &j, s, e) < 0)
+		return -1;
 	return commit_wait(&j, e);
 }
 
@@ -445,14 +456,82 @@ static int full_count(const struct sync_folder_args *a, const struct store_folde
 	return 0;
 }
 
+/* A full pass's end: the last batch's commit (J), the archives' cleanup, the
+ * folder state, the count. */
+static int full_end(const struct sync_folder_args *a, const struct store_folder *f,
+		    const struct imap_selected *sel, const struct remote_view *rv,
+		    struct commit_job *j, struct err *e)
+{
+	uint32_t uidnext;
+
+	if (commit_wait(j, e) < 0 || rematch_cleanup(a, f, e) < 0 ||
+	    sync_watermark(a, f, NULL, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0 ||
+	    sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e) < 0)
+		return -1;
+	return full_count(a, f, rv->n, e);
+}
+
+/* A full pass's end left for later (sync.h): copies of what full_end needs. */
+struct tail_work {
+	struct sync_folder_args a;	/* its label is ours */
+	char *label;
+	struct store_folder f;		/* strings owned */
+	struct imap_selected sel;
+	struct remote_view rv;		/* moved from the pass */
+	struct commit_job j;
+};
+
+/* Leaves the end of F's full pass in a->tail, with J's commit in flight and RV
+ * (moved: *rv is emptied). */
+static void tail_leave(const struct sync_folder_args *a, const struct store_folder *f,
+		       const struct imap_selected *sel, struct remote_view *rv,
+		       struct commit_job *j)
+{
+	struct tail_work *w = xcalloc(1, sizeof *w);
+
+	w->a = *a;
+	w->a.label = w->label = xstrdup(a->label);
+	w->a.group = NULL;
+	w->a.tail = NULL;
+	w->f = *f;
+	w->f.imap_name = f->imap_name ? xstrdup(f->imap_name) : NULL;
+	w->f.display = f->display ? xstrdup(f->display) : NULL;
+	w->f.path = f->path ? xstrdup(f->path) : NULL;
+	w->sel = *sel;
+	w->rv = *rv;
+	memset(rv, 0, sizeof *rv);
+	w->j = *j;
+	j->running = false;
+	j->c = NULL;
+	a->tail->w = w;
+	log_debug(LOGC_SYNC, "%s: the last batch is made durable while the next folder starts",
+		  a->label);
+}
+
+void sync_tail_finish(struct sync_tail *t)
+{
+	struct tail_work *w = t->w;
+
+	if (!w)
+		return;
+	t->w = NULL;
+	err_clear(&t->e);
+	t->rc = full_end(&w->a, &w->f, &w->sel, &w->rv, &w->j, &t->e);
+	t->done = true;
+	free(w->label);
+	store_folder_clear(&w->f);
+	rv_free(&w->rv);
+	free(w);
+}
+
 int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 	      const struct imap_selected *sel, struct remote_view *rv, bool rematched,
 	      struct sync_stats *s, struct err *e)
 {
 	struct store_lmsg *lm = NULL;
 	size_t nl = 0, nlive = 0;
+	struct commit_job j = { .running = false };
 	struct plan p;
-	uint32_t uidnext;
 	int rc = -1;
 
 	if (store_lmsg_list(a->st, f->id, &lm, &nl, e) < 0)
@@ -476,19 +555,22 @@ int sync_full(const struct sync_folder_args *a, struct store_folder *f,
 	}
 	for (size_t i = 0; i < nl; i++)
 		nlive += !lm[i].deleted;
+	store_lmsg_free(lm, nl);	/* the plan holds what it needs */
 	log_debug(LOGC_SYNC, "%s: full: remote %zu local %zu: fetch %zu (%lld bytes in %zu "
 		  "batches), flags %zu, vanished %zu", a->label, rv->n, nl, p.nfetch,
 		  (long long)p.fetch_bytes, p.nbatches, p.nflags, p.nvanished);
-	if (sync_guard(a, f, p.nvanished, nlive, e) < 0 || sync_execute(a, f, &p, s, e) < 0 ||
-	    rematch_cleanup(a, f, e) < 0 ||
-	    sync_watermark(a, f, NULL, rv->m, rv->n, sel->uidnext, &uidnext, e) < 0)
+	if (sync_guard(a, f, p.nvanished, nlive, e) < 0 || execute(a, f, &p, &j, s, e) < 0)
 		goto out;
-	rc = sync_record_state(a, f, sel->uidvalidity, uidnext, sel->highestmodseq, true, e);
-	if (rc == 0)
-		rc = full_count(a, f, rv->n, e);
+	/* Nothing of the folder's pass but full_end writes the index after this
+	 * when the guard has nothing to clear (sync_folder): its end may wait. */
+	if (j.c && a->tail && !a->tail->w && !f->guard_at && !f->allow_mass_delete) {
+		tail_leave(a, f, sel, rv, &j);
+		rc = 0;
+	} else {
+		rc = full_end(a, f, sel, rv, &j, e);
+	}
 out:
 	plan_free(&p);
-	store_lmsg_free(lm, nl);
 	return rc;
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# t1080-commit-overlap: a body batch is committed (syncfs, renames into cur/, fsync of cur/,
-# index COMMIT) in a thread of its own while the next batch downloads (syncd/sync.c).  The
-# durable order must not change: when a commit fails, the batch downloaded meanwhile is
-# dropped, nothing is half-written (tmp/ empty, verify clean), the error is the disk's, and
+# t1080-commit-overlap: a body batch's files are made durable (syncfs, renames into cur/, fsync
+# of cur/) in a thread of its own while the next batch downloads, and the last batch's while
+# the next folder starts (syncd/sync.c); its rows are committed after.  The durable order must
+# not change: when a commit fails, the batch downloaded meanwhile is dropped, nothing is
+# half-written (tmp/ empty, verify clean), the error is the disk's and names its folder, and
 # the next pass fetches exactly what is not stored.
 . "$(dirname "$0")/lib/testlib.sh"
 . "$MF_TESTLIB_DIR/dovecot.sh"
@@ -23,19 +24,18 @@ MFD=$(mf_bin mailferryd)
 MF=$(mf_bin mailferry)
 CUR=$MF_STORE/acct/mail/INBOX
 
-# The first batch's two lanes commit in turn: the second fsync of cur/ (its second lane)
-# fails with EIO, while the second batch is downloading.
+# A batch's two lanes are committed together, all or none.  The second batch's first fsync
+# of cur/ (the third in all) fails with EIO, while the third batch is downloading.
 mark=$(dc_log_mark)
-run pass1 env MF_FAULT=dirsync:2:EIO timeout 120 "$MFD" -c "$CONF" --once
+run pass1 env MF_FAULT=dirsync:3:EIO timeout 120 "$MFD" -c "$CONF" --once
 refused "$RC" "the pass fails when a batch cannot be made durable"
 like "$(cat pass1.err)" "fsync\(.*INBOX/cur\): Input/output error" \
 	"the error names the directory and the disk's error" || diag_file pass1.err
 read -r bodies1 _ _ <<<"$(dc_fetch_bodies "$mark")"
-ok "the second batch was downloading while the first committed ($bodies1 bodies fetched)" \
-	test "$bodies1" -gt 1000
+ok "the third batch was downloading while the second committed ($bodies1 bodies fetched)" \
+	test "$bodies1" -gt 2000
 stored1=$(find "$CUR" -type f | wc -l)
-ok "the first lane's commit is kept, nothing after it ($stored1 stored, 0 < n < 1000)" \
-	test "$stored1" -gt 0 -a "$stored1" -lt 1000
+is "$stored1" 1000 "the first batch (both lanes) is kept, nothing of the second or third"
 is "$(find "$MF_STORE/acct/mail" -type d -name tmp -exec find {} -type f \; | wc -l)" 0 \
 	"nothing is left in tmp/ (the batch downloaded meanwhile was dropped)"
 run verify1 "$MF" -c "$CONF" verify
@@ -60,5 +60,40 @@ is "$(grep -E '^(messages_missing|messages_extra|flags_diff|bodies_diff|problems
 	"the mirror matches the server (counts, flags, 50 bodies byte for byte)" || diag_file cmp.err
 run verify2 "$MF" -c "$CONF" verify
 is "$RC" 0 "verify is clean" || diag_file verify2.out
+
+# Two folders of 40 (one batch, one lane each).  The first folder's only batch is its last:
+# its files are made durable while the second folder starts, and its fsync of cur/ fails.
+# The error is the first folder's; the second folder, already downloading, stops with it;
+# neither keeps anything, and the next pass fetches both.
+"$MF_TESTLIB_DIR/corpus.sh" stage "$MF_CORPUS" "$TEST_DIR/stage2" 0 40 40 0 0 >/dev/null ||
+	die "two folders staged"
+dc_import "$TEST_DIR/stage2" || die "two folders imported into Dovecot"
+CONF2=$TEST_DIR/c2.conf
+mf_config "$CONF2" two "folders=Archive Spam"
+mark=$(dc_log_mark)
+run two1 env MF_FAULT=dirsync:1:EIO timeout 120 "$MFD" -c "$CONF2" --once -D sync
+refused "$RC" "the pass fails when the first folder's last batch cannot be made durable"
+first=$(sed -n 's/.*two\/\([A-Za-z]*\): full: remote.*/\1/p' two1.err | head -1)
+ok "the first folder is known from the log ($first)" test -n "$first"
+like "$(cat two1.err)" "two: .*$first: .*fsync\(.*/$first/cur\): Input/output error" \
+	"the error is the first folder's, with the disk's error" || diag_file two1.err
+like "$(cat two1.err)" "two/$first: the last batch is made durable while the next folder starts" \
+	"its end was left while the next folder started" || diag_file two1.err
+read -r bodies3 _ _ <<<"$(dc_fetch_bodies "$mark")"
+is "$bodies3" 80 "the second folder was downloading meanwhile (both folders' bodies fetched)"
+is "$(find "$MF_STORE/two/mail" -type f | wc -l)" 0 "neither folder keeps a file (tmp/ and cur/ empty)"
+run twov "$MF" -c "$CONF2" verify
+is "$RC" 0 "verify is clean" || diag_file twov.out
+run twoc "$MF" -c "$CONF2" folders --json
+like "$(cat twoc.out)" '"messages": *0' "the index records none" || diag_file twoc.out
+unlike "$(cat twoc.out)" '"messages": *[1-9]' "...in either folder" || diag_file twoc.out
+mark=$(dc_log_mark)
+run two2 timeout 120 "$MFD" -c "$CONF2" --once
+is "$RC" 0 "the next pass succeeds" || diag_file two2.err
+read -r bodies4 _ _ <<<"$(dc_fetch_bodies "$mark")"
+is "$bodies4" 80 "it fetches both folders"
+is "$(find "$MF_STORE/two/mail" -path '*/cur/*' -type f | wc -l)" 80 "all 80 are stored"
+run twov2 "$MF" -c "$CONF2" verify
+is "$RC" 0 "verify is clean" || diag_file twov2.out
 
 done_testing

@@ -1069,7 +1069,7 @@ static void test_commit_group(void)
 	store_close(&st);
 }
 
-/* store_batch_commit_all: the lanes' batches of one download share one syncfs */
+/* store_batch_commit_group on one folder: the lanes' batches of one download share one syncfs */
 static int lane_batches(struct store *st, const struct store_folder *f, struct store_batch **b,
 			uint32_t uid0, struct err *e)
 {
@@ -1103,7 +1103,7 @@ static void test_commit_all(void)
 	ok(lane_batches(st, &f, b, 10, &e) == 0, "two lanes' batches of six messages written");
 	setenv("MF_FAULT", "fsync:2:EIO", 1);	/* a second syncfs would fail */
 	fault_reset();
-	rc = store_batch_commit_all(b, 2, &e);
+	rc = store_batch_commit_group(b, 2, &e);
 	unsetenv("MF_FAULT");
 	fault_reset();
 	ok(rc == 0 && !b[0] && !b[1], "both commit with one syncfs: %s", rc ? e.msg : "ok");
@@ -1113,7 +1113,7 @@ static void test_commit_all(void)
 	ok(lane_batches(st, &f, b, 1000, &e) == 0, "two more batches written");
 	setenv("MF_FAULT", "fsync:1:EIO", 1);	/* the first (shared) syncfs fails */
 	fault_reset();
-	rc = store_batch_commit_all(b, 2, &e);
+	rc = store_batch_commit_group(b, 2, &e);
 	unsetenv("MF_FAULT");
 	fault_reset();
 	ok(rc < 0 && e.kind == ERR_LOCAL && strstr(e.msg, "syncfs") && !b[0] && !b[1],
