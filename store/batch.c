@@ -490,7 +490,8 @@ static int plan(struct store_batch *b, struct bupd **u_r, size_t *n_r, struct er
 {
 	struct bupd *u = xcalloc(b->nops ? b->nops : 1, sizeof *u);
 	char name[MDIR_NAME_MAX];
-	size_t nu = 0;
+	uint32_t *have = NULL;
+	size_t nu = 0, nhave = 0;
 
 	dedupe_new(b);
 	if (b->nops > 1)
@@ -508,7 +509,13 @@ static int plan(struct store_batch *b, struct bupd **u_r, size_t *n_r, struct er
 			goto fail;
 		nu += (size_t)rc;
 	}
-	for (size_t i = 0; i < b->nnew; i++) {
+	/* a new copy of a stored UID: the old file goes after the commit.  Which
+	 * of the new UIDs are stored, in one query (a first sync has none: a
+	 * lookup each cost two fcntl locks and 30 ms over the corpus). */
+	if (b->nnew && idx_uid_range(b->st->idx, b->fid, b->nw[0].m.uid, b->nw[b->nnew - 1].m.uid,
+				     &have, &nhave, e) < 0)
+		goto fail;
+	for (size_t i = 0, j = 0; i < b->nnew; i++) {
 		struct bnew *n = &b->nw[i];
 		struct idx_brief old = { 0 };
 		int rc;
@@ -519,7 +526,10 @@ static int plan(struct store_batch *b, struct bupd **u_r, size_t *n_r, struct er
 			   n->m.deleted_at != 0, name);
 		mdir_new_name(&b->mb, n->idx, name);
 		n->m.filename = xstrdup(name);
-		/* a new copy of a stored UID: the old file goes after the commit */
+		while (j < nhave && have[j] < n->m.uid)	/* both by UID */
+			j++;
+		if (j == nhave || have[j] != n->m.uid)
+			continue;
 		rc = idx_msg_brief(b->st->idx, b->fid, n->m.uid, &old, e);
 		if (rc < 0)
 			goto fail;
@@ -527,6 +537,7 @@ static int plan(struct store_batch *b, struct bupd **u_r, size_t *n_r, struct er
 			mdir_batch_unlink(&b->mb, old.filename);
 		idx_brief_clear(&old);
 	}
+	free(have);
 	*u_r = u;
 	*n_r = nu;
 	return 0;
@@ -534,6 +545,7 @@ fail:
 	for (size_t i = 0; i < nu; i++)
 		idx_brief_clear(&u[i].row);
 	free(u);
+	free(have);
 	return -1;
 }
 

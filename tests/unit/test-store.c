@@ -774,6 +774,45 @@ static void write_plain_file(const char *path, const void *p, size_t n)
 }
 
 /* store_uid_range: the UIDs alone, of one folder, ascending */
+/* New copies of stored UIDs among new ones in one batch: each stored one's old
+ * file goes, the others are added (the plan asks the index once for the range). */
+static void test_replace_mixed(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP);
+	struct store_folder f;
+	struct store_batch *b;
+	struct err e = { 0 };
+	static const uint32_t stored[] = { 10, 12, 14 }, fresh[] = { 11, 12, 13, 14, 20 };
+	char *old12, *old14, *n12, *n14;
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0)
+		return;
+	ok(add_simple(st, &f, stored, 3, &e) == 0, "UIDs 10, 12, 14 stored");
+	old12 = filename_of(st, &f, 12);
+	old14 = filename_of(st, &f, 14);
+	store_batch_begin(st, &f, &b, &e);
+	for (size_t i = 0; i < 5; i++) {
+		unsigned char *p = msg_bytes(fresh[i], 2000, 7);
+
+		write_msg(b, fresh[i], p, 2000, 1000, "\\Seen", 1700000000, &e);
+		free(p);
+	}
+	ok(store_batch_commit(&b, &e) == 0, "11, 12, 13, 14, 20 commit: %s", e.msg);
+	n12 = filename_of(st, &f, 12);
+	n14 = filename_of(st, &f, 14);
+	ok(nrows(st, &f) == 6 && count_sub(st, &f, "cur") == 6 && rows_consistent(st, &f),
+	   "six rows, six files: the old copies of 12 and 14 removed");
+	ok(n12 && n14 && old12 && old14 && strcmp(n12, old12) && strcmp(n14, old14),
+	   "12 and 14 have their new files");
+	free(old12);
+	free(old14);
+	free(n12);
+	free(n14);
+	store_folder_clear(&f);
+	store_close(&st);
+}
+
 static void test_uid_range(void)
 {
 	const char *acct = new_account();
@@ -1436,6 +1475,7 @@ int main(void)
 	test_write_read(COMPRESS_NONE, "plain");
 	test_changes();
 	test_uid_range();
+	test_replace_mixed();
 	test_commit_all();
 	test_commit_group();
 	test_count_memo();
