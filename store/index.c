@@ -552,6 +552,12 @@ void idx_close(struct idx **xp)
 	*xp = NULL;
 }
 
+int idx_checkpoint(struct idx *x)
+{
+	return sqlite3_wal_checkpoint_v2(x->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+	       SQLITE_OK ? 0 : -1;
+}
+
 /* ---- transactions ---- */
 
 int idx_begin(struct idx *x, struct err *e)

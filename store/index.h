@@ -19,6 +19,9 @@ struct idx;
  * migrations; read-only opens refuse a schema they do not know. */
 int idx_open(const char *path, bool read_only, struct idx **x_r, struct err *e);
 void idx_close(struct idx **x);
+/* Copies what the WAL holds into the database file, as far as no reader stops
+ * it (PASSIVE); -1 when SQLite refused (nothing is lost: the WAL stays). */
+int idx_checkpoint(struct idx *x);
 
 /* Transactions: BEGIN IMMEDIATE, then idx_commit or idx_rollback.  The commit
  * is durable (synchronous=FULL).  idx_commit is a fault point (FAULT_COMMIT). */

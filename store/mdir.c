@@ -201,6 +201,100 @@ out:
 	return rc;
 }
 
+/* The directories in which mdir_create_many made entries, to fsync once each. */
+struct dirty {
+	char **v;
+	size_t n;
+};
+
+static void dirty_add(struct dirty *d, const char *dir)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (!strcmp(d->v[i], dir))
+			return;
+	d->v = xrealloc(d->v, (d->n + 1) * sizeof *d->v);
+	d->v[d->n++] = xstrdup(dir);
+}
+
+/* mdir_create's directories for one PATH, without a sync: DIRTY gets every
+ * directory (relative to mailfd, "." for it) that gained an entry. */
+static int create_nosync(int mailfd, const char *label, const char *path, struct dirty *dirty,
+			 struct err *e)
+{
+	static const char *const subs[] = { "cur", "new", "tmp" };
+	char *copy = xstrdup(path), *save = NULL;
+	struct buf rel = { 0 };
+	bool created;
+	int rc = -1;
+
+	buf_adds(&rel, ".");
+	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		int fd = openat(mailfd, rel.p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0) {
+			err_sys(e, ERR_LOCAL, "open(%s/%s)", label, rel.p);
+			goto out;
+		}
+		char *where = xasprintf("%s/%s", label, rel.p);
+		int r = mkdir_one(fd, where, c, &created, e);
+
+		free(where);
+		close(fd);
+		if (r < 0)
+			goto out;
+		if (created)
+			dirty_add(dirty, rel.p);
+		buf_addf(&rel, "/%s", c);
+	}
+	int fd = openat(mailfd, rel.p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_LOCAL, "open(%s/%s)", label, rel.p);
+		goto out;
+	}
+	char *where = xasprintf("%s/%s", label, rel.p);
+
+	rc = 0;
+	for (size_t i = 0; rc == 0 && i < 3; i++) {
+		rc = mkdir_one(fd, where, subs[i], &created, e);
+		if (rc == 0 && created)
+			dirty_add(dirty, rel.p);
+	}
+	free(where);
+	close(fd);
+out:
+	free(copy);
+	buf_free(&rel);
+	return rc;
+}
+
+int mdir_create_many(int mailfd, const char *label, char *const *paths, size_t n, struct err *e)
+{
+	struct dirty d = { 0 };
+	struct err fe;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = create_nosync(mailfd, label, paths[i], &d, e);
+	/* what was made is synced even after a failure: a later mdir_create
+	 * finds it existing and syncs nothing */
+	for (size_t i = 0; i < d.n; i++) {
+		int fd = openat(mailfd, d.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0 || dir_fsync(fd, d.v[i], &fe) < 0) {
+			if (fd < 0)
+				err_sys(&fe, ERR_LOCAL, "open(%s/%s)", label, d.v[i]);
+			if (rc == 0)
+				*e = fe;
+			rc = -1;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(d.v[i]);
+	}
+	free(d.v);
+	return rc;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);

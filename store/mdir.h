@@ -62,6 +62,10 @@ char *mdir_find_unique(int dirfd, const char *name);
  * for messages.  0 / -1 (ERR_LOCAL).
  */
 int mdir_create(int mailfd, const char *label, const char *path, struct err *e);
+/* mdir_create for N paths at once: every directory made first, then each one
+ * that gained an entry synced once (the parent of several folders is synced
+ * once, not once for each). */
+int mdir_create_many(int mailfd, const char *label, char *const *paths, size_t n, struct err *e);
 
 /* Sorted names of the regular files in dirfd (not "." / ".."); -1 (ERR_LOCAL). */
 int mdir_list(int dirfd, const char *label, char ***names_r, size_t *n_r, struct err *e);

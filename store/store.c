@@ -250,6 +250,12 @@ void store_close(struct store **stp)
 	*stp = NULL;
 }
 
+void store_checkpoint(struct store *st)
+{
+	if (idx_checkpoint(st->idx) < 0)
+		log_debug(LOGC_STORE, "%s: checkpoint not done now (the index is busy)", st->dir);
+}
+
 /* ---- folders ---- */
 
 void store_folder_clear(struct store_folder *f)
@@ -310,6 +316,61 @@ int store_folder_get(struct store *st, const char *imap_name, char delim,
 	f_r->path = path;
 	f_r->delim = delim;
 	return 0;
+}
+
+int store_folder_create_all(struct store *st, const char *const *imap_names, const char *delims,
+			    size_t n, struct err *e)
+{
+	char **path = xcalloc(n ? n : 1, sizeof *path);
+	const char **name = xcalloc(n ? n : 1, sizeof *name);
+	char *delim = xcalloc(n ? n : 1, 1);
+	size_t np = 0, k;
+	int rc = -1;
+
+	if (store_check_writable(st, e) < 0 || st->mailfd < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		struct store_folder f;
+		struct err fe;
+		int r = idx_folder_by_name(st->idx, imap_names[i], &f, &fe);
+
+		if (r == 1)
+			store_folder_clear(&f);
+		else if (r == 0 && (path[np] = fname_path(imap_names[i], delims[i], &fe))) {
+			name[np] = imap_names[i];
+			delim[np++] = delims[i];
+		}
+	}
+	rc = 0;
+	if (np < 2)	/* nothing to gain over store_folder_get */
+		goto out;
+	/* directories first: a row never names a directory that does not exist */
+	if (mdir_create_many(st->mailfd, st->maildir, path, np, e) < 0 || idx_begin(st->idx, e) < 0) {
+		rc = -1;
+		goto out;
+	}
+	for (k = 0; k < np; k++) {
+		char *display = fname_display(name[k], delim[k]);
+		int64_t id;
+		struct err fe;
+		int r = idx_folder_insert(st->idx, name[k], display, path[k], delim[k], &id, &fe);
+
+		free(display);
+		if (r < 0 && fe.kind != ERR_FOLDER) {	/* the disk; a clash is store_folder_get's */
+			*e = fe;
+			idx_rollback(st->idx);
+			rc = -1;
+			goto out;
+		}
+	}
+	rc = idx_commit(st->idx, e);
+out:
+	for (k = 0; k < np; k++)
+		free(path[k]);
+	free(path);
+	free(name);
+	free(delim);
+	return rc;
 }
 
 int store_folder_find(struct store *st, const char *name, struct store_folder *f_r, struct err *e)

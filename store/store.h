@@ -44,6 +44,10 @@ struct store_opts {
 int store_open(const char *root, const char *account, const struct store_opts *o,
 	       struct store **st_r, struct err *e);
 void store_close(struct store **st);
+/* Copies the index's write-ahead log into the database file now, while the
+ * caller waits on something else (closing the store does it otherwise, then
+ * with nothing to overlap). */
+void store_checkpoint(struct store *st);
 const char *store_dir(const struct store *st);	/* <root>/<account> */
 
 /* ---- folders ---- */
@@ -78,6 +82,14 @@ void store_folder_clear(struct store_folder *f);
  */
 int store_folder_get(struct store *st, const char *imap_name, char delim,
 		     struct store_folder *f_r, struct err *e);
+/* Creates, for the N folders of IMAP_NAMES (with their DELIMS) the index does
+ * not know yet, their directories (each parent synced once) and their rows (one
+ * transaction): a first pass over many folders pays that once, before its
+ * first download, instead of at each folder's start.  A name that cannot be
+ * stored is left for store_folder_get to report.  0 / -1 (ERR_LOCAL; some may
+ * exist then, as after store_folder_get). */
+int store_folder_create_all(struct store *st, const char *const *imap_names, const char *delims,
+			    size_t n, struct err *e);
 /* Finds a folder by display name, then by raw IMAP name.  1 found, 0 absent, -1 error. */
 int store_folder_find(struct store *st, const char *name, struct store_folder *f_r, struct err *e);
 /* All folders ordered by display name, with counts. */

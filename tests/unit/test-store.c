@@ -774,6 +774,50 @@ static void write_plain_file(const char *path, const void *p, size_t n)
 }
 
 /* store_uid_range: the UIDs alone, of one folder, ascending */
+/* store_folder_create_all: the new folders' directories and rows together */
+static void test_create_all(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP);
+	struct store_folder f, g;
+	struct err e = { 0 };
+	struct stat sb;
+	char long_name[400];
+	const char *names[5] = { "INBOX", "Lists/Dev", "Lists/Ops", "Spam", long_name };
+	const char delims[5] = { '/', '/', '/', '/', '/' };
+
+	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0)
+		return;
+	memset(long_name, 'x', sizeof long_name - 1);
+	long_name[sizeof long_name - 1] = 0;
+	ok(store_folder_create_all(st, names, delims, 5, &e) == 0, "four known or new, one too long: %s",
+	   e.msg);
+	for (int i = 1; i < 4; i++) {
+		int found = store_folder_find(st, names[i], &g, &e);
+		char *cur = found == 1 ? folder_dir(st, &g, "cur") : NULL;
+
+		ok(found == 1 && !g.uidvalidity && cur && stat(cur, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+		   (sb.st_mode & 0777) == 0700, "%s has its row and its Maildir", names[i]);
+		free(cur);
+		if (found == 1)
+			store_folder_clear(&g);
+	}
+	ok(store_folder_find(st, long_name, &g, &e) == 0, "the name that cannot be stored has no row");
+	ok(store_folder_get(st, long_name, '/', &g, &e) < 0 && e.kind == ERR_FOLDER,
+	   "...and store_folder_get still says why: %s", e.msg);
+	ok(store_folder_get(st, "INBOX", '/', &g, &e) == 0 && g.id == f.id,
+	   "the known folder kept its row");
+	store_folder_clear(&g);
+	ok(store_folder_find(st, "Lists/Dev", &g, &e) == 1, "Lists/Dev found");
+	int64_t id = g.id;
+	store_folder_clear(&g);
+	ok(store_folder_get(st, "Lists/Dev", '/', &g, &e) == 0 && g.id == id &&
+	   !strcmp(g.path, "Lists/Dev"), "store_folder_get then finds the row made together");
+	store_folder_clear(&g);
+	store_folder_clear(&f);
+	store_close(&st);
+}
+
 /* New copies of stored UIDs among new ones in one batch: each stored one's old
  * file goes, the others are added (the plan asks the index once for the range). */
 static void test_replace_mixed(void)
@@ -1476,6 +1520,7 @@ int main(void)
 	test_changes();
 	test_uid_range();
 	test_replace_mixed();
+	test_create_all();
 	test_commit_all();
 	test_commit_group();
 	test_count_memo();
