@@ -21,7 +21,9 @@
  *  5. Bodies in UID-range batches (count and byte bounded).  Each batch is
  *     committed on its own, also when the connection breaks in the middle: the
  *     messages already ended are complete, so they are kept and a resumed pass
- *     fetches only the rest.
+ *     fetches only the rest.  A batch's files are made durable in a thread
+ *     while the next one downloads; the last one's while the next folder
+ *     starts (sync_tail, sync.h), and steps 6 and after wait for it.
  *  6. The folder state (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, last sync) last: it
  *     claims the pass is complete, so it must come after everything it covers.
  *     HIGHESTMODSEQ is the one EXAMINE reported, so a change made during the
