@@ -150,6 +150,15 @@ static void log_pass(struct account_pass *p, int64_t fid, int64_t started, int64
 		log_warn("%s: sync log: %s", label, le.msg);
 }
 
+/* "DISPLAY: " before E's message, unless the store's commit already put it there. */
+static void folder_prefix(struct err *e, const char *display)
+{
+	size_t n = strlen(display);
+
+	if (strncmp(e->msg, display, n) || strncmp(e->msg + n, ": ", 2))
+		err_prefix(e, "%s", display);
+}
+
 /* The end of a folder's pass (RC and FE from sync_folder): hooks, sync log,
  * counters.  Frees LABEL.  Returns -1 when the whole pass must stop (e set). */
 static int folder_end(struct account_pass *p, int64_t fid, const char *display, char *label,
@@ -176,12 +185,12 @@ static int folder_end(struct account_pass *p, int64_t fid, const char *display, 
 		log_warn("%s: %s", label, fe->msg);
 		if (!p->folders_failed++) {
 			p->first_folder_err = *fe;
-			err_prefix(&p->first_folder_err, "%s", display);
+			folder_prefix(&p->first_folder_err, display);
 		}
 		rc = 0;
 	} else {
 		*e = *fe;
-		err_prefix(e, "%s", display);
+		folder_prefix(e, display);
 	}
 	free(label);
 	return rc;

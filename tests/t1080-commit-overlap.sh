@@ -77,6 +77,7 @@ first=$(sed -n 's/.*two\/\([A-Za-z]*\): full: remote.*/\1/p' two1.err | head -1)
 ok "the first folder is known from the log ($first)" test -n "$first"
 like "$(cat two1.err)" "two: .*$first: .*fsync\(.*/$first/cur\): Input/output error" \
 	"the error is the first folder's, with the disk's error" || diag_file two1.err
+unlike "$(cat two1.err)" "$first: $first:" "...named once" || diag_file two1.err
 like "$(cat two1.err)" "two/$first: the last batch is made durable while the next folder starts" \
 	"its end was left while the next folder started" || diag_file two1.err
 read -r bodies3 _ _ <<<"$(dc_fetch_bodies "$mark")"
