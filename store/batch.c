@@ -652,22 +652,6 @@ static bool commit_has_rows(const struct store_commit *c)
 	return false;
 }
 
-/* The label of the commit's folder when all its batches are of one, else NULL. */
-static const char *commit_one_folder(const struct store_commit *c)
-{
-	const struct store_batch *first = NULL;
-
-	for (size_t i = 0; i < c->n; i++) {
-		if (!c->b[i])
-			continue;
-		if (first && c->b[i]->fid != first->fid)
-			return NULL;
-		if (!first)
-			first = c->b[i];
-	}
-	return first ? first->label : NULL;
-}
-
 int store_commit_finish(struct store_commit **cp, struct err *e)
 {
 	struct store_commit *c = *cp;
@@ -686,19 +670,14 @@ int store_commit_finish(struct store_commit **cp, struct err *e)
 	/* step 3: ONE transaction for every row and folder state */
 	if (ok && x && commit_has_rows(c)) {
 		ok = idx_begin(x, e) == 0;
-		if (!ok && commit_one_folder(c))
-			err_prefix(e, "%s", commit_one_folder(c));
 		for (size_t i = 0; ok && i < c->n; i++)
 			if (c->b[i] && put_rows(c->b[i], c->u[i], c->nu[i], e) < 0) {
 				err_prefix(e, "%s", c->b[i]->label);
 				idx_rollback(x);
 				ok = false;
 			}
-		if (ok && idx_commit(x, e) < 0) {
-			if (commit_one_folder(c))
-				err_prefix(e, "%s", commit_one_folder(c));
+		if (ok && idx_commit(x, e) < 0)
 			ok = false;
-		}
 	}
 	/* step 4: the unlinks after the commit, or every file step undone */
 	commit_free(c, ok);

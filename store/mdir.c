@@ -158,50 +158,8 @@ static int dir_fsync(int fd, const char *dir, struct err *e)
 	return 0;
 }
 
-int mdir_create(int mailfd, const char *label, const char *path, struct err *e)
-{
-	static const char *const subs[] = { "cur", "new", "tmp" };
-	char *copy = xstrdup(path), *save = NULL;
-	struct buf dir = { 0 };
-	int fd = fcntl(mailfd, F_DUPFD_CLOEXEC, 0), rc = -1;
-	bool created, any = false;
-
-	buf_adds(&dir, label);
-	if (fd < 0) {
-		err_sys(e, ERR_LOCAL, "dup(%s)", label);
-		goto out;
-	}
-	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-		if (mkdir_one(fd, dir.p, c, &created, e) < 0)
-			goto out;
-		if (created && dir_fsync(fd, dir.p, e) < 0)
-			goto out;
-		int nfd = openat(fd, c, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (nfd < 0) {
-			err_sys(e, ERR_LOCAL, "open(%s/%s)", dir.p, c);
-			goto out;
-		}
-		close(fd);
-		fd = nfd;
-		buf_addf(&dir, "/%s", c);
-	}
-	for (size_t i = 0; i < 3; i++) {
-		if (mkdir_one(fd, dir.p, subs[i], &created, e) < 0)
-			goto out;
-		any |= created;
-	}
-	if (any && dir_fsync(fd, dir.p, e) < 0)
-		goto out;
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	free(copy);
-	buf_free(&dir);
-	return rc;
-}
-
-/* The directories in which mdir_create_many made entries, to fsync once each. */
+/* The directories that gained an entry, relative to mailfd ("." for it): each
+ * is synced once when all are made (sync_dirty). */
 struct dirty {
 	char **v;
 	size_t n;
@@ -216,83 +174,96 @@ static void dirty_add(struct dirty *d, const char *dir)
 	d->v[d->n++] = xstrdup(dir);
 }
 
-/* mdir_create's directories for one PATH, without a sync: DIRTY gets every
- * directory (relative to mailfd, "." for it) that gained an entry. */
-static int create_nosync(int mailfd, const char *label, const char *path, struct dirty *dirty,
-			 struct err *e)
+/* Makes mail/<path>/{cur,new,tmp} without a sync; D gets every directory that
+ * gained an entry. */
+static int create_path(int mailfd, const char *label, const char *path, struct dirty *d,
+		       struct err *e)
 {
 	static const char *const subs[] = { "cur", "new", "tmp" };
 	char *copy = xstrdup(path), *save = NULL;
-	struct buf rel = { 0 };
+	struct buf dir = { 0 }, rel = { 0 };
+	int fd = fcntl(mailfd, F_DUPFD_CLOEXEC, 0), rc = -1;
 	bool created;
-	int rc = -1;
 
+	buf_adds(&dir, label);
 	buf_adds(&rel, ".");
-	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-		int fd = openat(mailfd, rel.p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-		if (fd < 0) {
-			err_sys(e, ERR_LOCAL, "open(%s/%s)", label, rel.p);
-			goto out;
-		}
-		char *where = xasprintf("%s/%s", label, rel.p);
-		int r = mkdir_one(fd, where, c, &created, e);
-
-		free(where);
-		close(fd);
-		if (r < 0)
-			goto out;
-		if (created)
-			dirty_add(dirty, rel.p);
-		buf_addf(&rel, "/%s", c);
-	}
-	int fd = openat(mailfd, rel.p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
-		err_sys(e, ERR_LOCAL, "open(%s/%s)", label, rel.p);
+		err_sys(e, ERR_LOCAL, "dup(%s)", label);
 		goto out;
 	}
-	char *where = xasprintf("%s/%s", label, rel.p);
-
-	rc = 0;
-	for (size_t i = 0; rc == 0 && i < 3; i++) {
-		rc = mkdir_one(fd, where, subs[i], &created, e);
-		if (rc == 0 && created)
-			dirty_add(dirty, rel.p);
+	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (mkdir_one(fd, dir.p, c, &created, e) < 0)
+			goto out;
+		if (created)
+			dirty_add(d, rel.p);
+		int nfd = openat(fd, c, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (nfd < 0) {
+			err_sys(e, ERR_LOCAL, "open(%s/%s)", dir.p, c);
+			goto out;
+		}
+		close(fd);
+		fd = nfd;
+		buf_addf(&dir, "/%s", c);
+		buf_addf(&rel, "/%s", c);
 	}
-	free(where);
-	close(fd);
+	for (size_t i = 0; i < 3; i++) {
+		if (mkdir_one(fd, dir.p, subs[i], &created, e) < 0)
+			goto out;
+		if (created)
+			dirty_add(d, rel.p);
+	}
+	rc = 0;
 out:
+	if (fd >= 0)
+		close(fd);
 	free(copy);
+	buf_free(&dir);
 	buf_free(&rel);
 	return rc;
 }
 
-int mdir_create_many(int mailfd, const char *label, char *const *paths, size_t n, struct err *e)
+/* Syncs and forgets every directory of D.  RC: the making's result; a sync
+ * failure makes it -1 (e: the first error). */
+static int sync_dirty(int mailfd, const char *label, struct dirty *d, int rc, struct err *e)
 {
-	struct dirty d = { 0 };
 	struct err fe;
-	int rc = 0;
 
-	for (size_t i = 0; rc == 0 && i < n; i++)
-		rc = create_nosync(mailfd, label, paths[i], &d, e);
-	/* what was made is synced even after a failure: a later mdir_create
-	 * finds it existing and syncs nothing */
-	for (size_t i = 0; i < d.n; i++) {
-		int fd = openat(mailfd, d.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (size_t i = 0; i < d->n; i++) {
+		int fd = openat(mailfd, d->v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		char *shown = xasprintf("%s%s", label, d->v[i] + 1);	/* "./a" -> "<label>/a" */
 
-		if (fd < 0 || dir_fsync(fd, d.v[i], &fe) < 0) {
+		if (fd < 0 || dir_fsync(fd, shown, &fe) < 0) {
 			if (fd < 0)
-				err_sys(&fe, ERR_LOCAL, "open(%s/%s)", label, d.v[i]);
+				err_sys(&fe, ERR_LOCAL, "open(%s)", shown);
 			if (rc == 0)
 				*e = fe;
 			rc = -1;
 		}
 		if (fd >= 0)
 			close(fd);
-		free(d.v[i]);
+		free(shown);
+		free(d->v[i]);
 	}
-	free(d.v);
+	free(d->v);
 	return rc;
+}
+
+int mdir_create(int mailfd, const char *label, const char *path, struct err *e)
+{
+	return mdir_create_many(mailfd, label, &path, 1, e);
+}
+
+int mdir_create_many(int mailfd, const char *label, const char *const *paths, size_t n,
+		     struct err *e)
+{
+	struct dirty d = { 0 };
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = create_path(mailfd, label, paths[i], &d, e);
+	/* what was made is synced even after a failure: a later mdir_create
+	 * finds it existing and syncs nothing */
+	return sync_dirty(mailfd, label, &d, rc, e);
 }
 
 static int cmp_str(const void *a, const void *b)

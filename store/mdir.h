@@ -57,15 +57,16 @@ bool mdir_same_unique(const char *a, const char *b);
 char *mdir_find_unique(int dirfd, const char *name);
 
 /*
- * Creates mail/<path>/{cur,new,tmp} (mode 0700 whatever the umask), fsyncing
- * the parent of every directory it creates.  mailfd is mail/, label its path
+ * Creates mail/<path>/{cur,new,tmp} (mode 0700 whatever the umask), then fsyncs
+ * the parent of every directory it created.  mailfd is mail/, label its path
  * for messages.  0 / -1 (ERR_LOCAL).
  */
 int mdir_create(int mailfd, const char *label, const char *path, struct err *e);
 /* mdir_create for N paths at once: every directory made first, then each one
  * that gained an entry synced once (the parent of several folders is synced
  * once, not once for each). */
-int mdir_create_many(int mailfd, const char *label, char *const *paths, size_t n, struct err *e);
+int mdir_create_many(int mailfd, const char *label, const char *const *paths, size_t n,
+		     struct err *e);
 
 /* Sorted names of the regular files in dirfd (not "." / ".."); -1 (ERR_LOCAL). */
 int mdir_list(int dirfd, const char *label, char ***names_r, size_t *n_r, struct err *e);

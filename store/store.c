@@ -345,7 +345,8 @@ int store_folder_create_all(struct store *st, const char *const *imap_names, con
 	if (np < 2)	/* nothing to gain over store_folder_get */
 		goto out;
 	/* directories first: a row never names a directory that does not exist */
-	if (mdir_create_many(st->mailfd, st->maildir, path, np, e) < 0 || idx_begin(st->idx, e) < 0) {
+	if (mdir_create_many(st->mailfd, st->maildir, (const char *const *)path, np, e) < 0 ||
+	    idx_begin(st->idx, e) < 0) {
 		rc = -1;
 		goto out;
 	}

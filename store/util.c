@@ -74,6 +74,12 @@ void err_prefix(struct err *e, const char *fmt, ...)
 	va_end(ap);
 	b.len = b.cap = n;
 	buf_adds(&b, ": ");
+	/* already there (the store names a commit's folder, the pass names it
+	 * again): once is enough */
+	if (!strncmp(e->msg, b.p, b.len)) {
+		buf_free(&b);
+		return;
+	}
 	buf_adds(&b, e->msg);
 	n = b.len < sizeof e->msg - 1 ? b.len : sizeof e->msg - 1;
 	memcpy(e->msg, b.p, n);

@@ -44,7 +44,8 @@ void err_clear(struct err *e);
 int err_set(struct err *e, enum err_kind kind, const char *fmt, ...) MF_PRINTF(3, 4);
 /* Like err_set, appending ": strerror(errno)" (errno read on entry). */
 int err_sys(struct err *e, enum err_kind kind, const char *fmt, ...) MF_PRINTF(3, 4);
-/* Prepends "prefix: " to an error's message (e.g. the folder name). */
+/* Prepends "prefix: " to an error's message (e.g. the folder name), unless it already
+ * starts with that: a name said once. */
 void err_prefix(struct err *e, const char *fmt, ...) MF_PRINTF(2, 3);
 const char *err_kind_name(enum err_kind kind);
 

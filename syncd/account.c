@@ -86,13 +86,10 @@ int sync_session_open(const struct conf *c, const struct conf_account *a, struct
 	int rc = 0;
 
 	err_clear(e);
-	if (!ss->imap) {
-		if (secret_get(a, false, &pw, &cn.e) < 0) {
-			if (!ss->st && store_open(c->store, a->name, &so, &ss->st, e) < 0)
-				return -1;
-			*e = cn.e;
-			return -1;
-		}
+	/* without the secret there is nothing to connect: cn says why */
+	bool dial = !ss->imap && secret_get(a, false, &pw, &cn.e) == 0;
+
+	if (dial) {
 		cn.io = (struct imap_opts){
 			.host = a->imap_host, .port = a->imap_port, .tls = a->imap_tls,
 			.user = a->imap_user, .password = pw, .ca_file = a->tls_ca_file,
@@ -104,7 +101,7 @@ int sync_session_open(const struct conf *c, const struct conf_account *a, struct
 		rc = -1;
 	if (threaded)
 		pthread_join(tid, NULL);
-	else if (!ss->imap && rc == 0)
+	else if (dial && rc == 0)
 		connect_main(&cn);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
@@ -150,15 +147,6 @@ static void log_pass(struct account_pass *p, int64_t fid, int64_t started, int64
 		log_warn("%s: sync log: %s", label, le.msg);
 }
 
-/* "DISPLAY: " before E's message, unless the store's commit already put it there. */
-static void folder_prefix(struct err *e, const char *display)
-{
-	size_t n = strlen(display);
-
-	if (strncmp(e->msg, display, n) || strncmp(e->msg + n, ": ", 2))
-		err_prefix(e, "%s", display);
-}
-
 /* The end of a folder's pass (RC and FE from sync_folder): hooks, sync log,
  * counters.  Frees LABEL.  Returns -1 when the whole pass must stop (e set). */
 static int folder_end(struct account_pass *p, int64_t fid, const char *display, char *label,
@@ -185,12 +173,12 @@ static int folder_end(struct account_pass *p, int64_t fid, const char *display, 
 		log_warn("%s: %s", label, fe->msg);
 		if (!p->folders_failed++) {
 			p->first_folder_err = *fe;
-			folder_prefix(&p->first_folder_err, display);
+			err_prefix(&p->first_folder_err, "%s", display);
 		}
 		rc = 0;
 	} else {
 		*e = *fe;
-		folder_prefix(e, display);
+		err_prefix(e, "%s", display);
 	}
 	free(label);
 	return rc;
@@ -317,32 +305,6 @@ static bool listed(const struct account_pass *p, const char *imap_name)
 	return false;
 }
 
-/* Folders the index knows that the server no longer lists: marked deleted, kept.
- * Done before the folders are synced, so that a folder renamed on the server is
- * already a deleted one when the new name's first pass looks for its messages
- * (rematch.c) and none is downloaded again. */
-static void pass_gone_folders(struct account_pass *p)
-{
-	struct store_folder *f = NULL;
-	size_t n = 0;
-	struct err e;
-
-	if (store_folder_list_brief(p->st, &f, &n, &e) < 0) {
-		log_warn("%s: %s", p->a->name, e.msg);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (f[i].deleted_at || listed(p, f[i].imap_name) ||
-		    !conf_folder_selected(p->a, f[i].display))
-			continue;
-		log_notice("%s/%s: folder no longer on the server; its messages are kept",
-			   p->a->name, f[i].display);
-		if (store_folder_set_deleted(p->st, f[i].id, now_sec(), &e) < 0)
-			log_warn("%s/%s: %s", p->a->name, f[i].display, e.msg);
-	}
-	store_folder_list_free(f, n);
-}
-
 static bool mb_selected(const struct account_pass *p, const struct imap_mailbox *mb)
 {
 	if (mb->flags & (IMAP_MBX_NOSELECT | IMAP_MBX_NONEXISTENT))
@@ -372,25 +334,57 @@ static int pass_stop_check(const struct account_pass *p, struct err *e)
 	return err_set(e, ERR_STOPPED, "stopped after %d of %d folders", p->isel, p->nsel);
 }
 
-/* The folders of this pass the index does not know yet, created together
- * (store_folder_create_all); a failure is only said: each folder's start
- * creates its own as before, and reports what stops it. */
-static void pass_new_folders(struct account_pass *p)
+/* Is IMAP_NAME one of the N folders F the index knows? */
+static bool known(const struct store_folder *f, size_t n, const char *imap_name)
 {
-	const char **names = xcalloc(p->nmb ? p->nmb : 1, sizeof *names);
-	char *delims = xcalloc(p->nmb ? p->nmb : 1, 1);
-	size_t n = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(f[i].imap_name, imap_name))
+			return true;
+	return false;
+}
+
+/*
+ * The index's folders against the server's list, before any folder is synced:
+ *  - a folder the server no longer lists is marked deleted and kept, so that a
+ *    folder renamed on the server is already a deleted one when the new name's
+ *    first pass looks for its messages (rematch.c) and none is downloaded again;
+ *  - the folders of this pass the index does not know yet are created together
+ *    (store_folder_create_all).  A failure there is only said: each folder's
+ *    start creates its own as before, and reports what stops it.
+ */
+static void pass_folder_rows(struct account_pass *p)
+{
+	struct store_folder *f = NULL;
+	size_t n = 0, nnew = 0;
 	struct err e;
 
+	if (store_folder_list_brief(p->st, &f, &n, &e) < 0) {
+		log_warn("%s: %s", p->a->name, e.msg);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].deleted_at || listed(p, f[i].imap_name) ||
+		    !conf_folder_selected(p->a, f[i].display))
+			continue;
+		log_notice("%s/%s: folder no longer on the server; its messages are kept",
+			   p->a->name, f[i].display);
+		if (store_folder_set_deleted(p->st, f[i].id, now_sec(), &e) < 0)
+			log_warn("%s/%s: %s", p->a->name, f[i].display, e.msg);
+	}
+	const char **names = xcalloc(p->nmb ? p->nmb : 1, sizeof *names);
+	char *delims = xcalloc(p->nmb ? p->nmb : 1, 1);
+
 	for (size_t i = 0; i < p->nmb; i++)
-		if (mb_selected(p, &p->mb[i]) && !mb_skipped(p, &p->mb[i])) {
-			names[n] = p->mb[i].name;
-			delims[n++] = p->mb[i].delim;
+		if (mb_selected(p, &p->mb[i]) && !mb_skipped(p, &p->mb[i]) &&
+		    !known(f, n, p->mb[i].name)) {
+			names[nnew] = p->mb[i].name;
+			delims[nnew++] = p->mb[i].delim;
 		}
-	if (store_folder_create_all(p->st, names, delims, n, &e) < 0)
+	if (nnew && store_folder_create_all(p->st, names, delims, nnew, &e) < 0)
 		log_warn("%s: creating the new folders: %s", p->a->name, e.msg);
 	free(names);
 	free(delims);
+	store_folder_list_free(f, n);
 }
 
 static int pass_folders(struct account_pass *p, struct err *e)
@@ -399,8 +393,7 @@ static int pass_folders(struct account_pass *p, struct err *e)
 		return -1;
 	for (size_t i = 0; i < p->nmb; i++)
 		p->nsel += mb_selected(p, &p->mb[i]);
-	pass_gone_folders(p);
-	pass_new_folders(p);
+	pass_folder_rows(p);
 	for (size_t i = 0; i < p->nmb; i++) {
 		const struct imap_mailbox *mb = &p->mb[i];
 

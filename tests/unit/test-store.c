@@ -774,6 +774,21 @@ static void write_plain_file(const char *path, const void *p, size_t n)
 }
 
 /* store_uid_range: the UIDs alone, of one folder, ascending */
+/* err_prefix names a thing once: "A: A: x" never */
+static void test_err_prefix(void)
+{
+	struct err e;
+
+	err_set(&e, ERR_LOCAL, "fsync(x): Input/output error");
+	err_prefix(&e, "%s", "Lists");
+	err_prefix(&e, "%s", "Lists");
+	ok(!strcmp(e.msg, "Lists: fsync(x): Input/output error"), "a prefix already there is not "
+	   "added again: %s", e.msg);
+	err_prefix(&e, "%s", "Lists/Dev");
+	ok(!strcmp(e.msg, "Lists/Dev: Lists: fsync(x): Input/output error"),
+	   "another one is: %s", e.msg);
+}
+
 /* store_folder_create_all: the new folders' directories and rows together */
 static void test_create_all(void)
 {
@@ -1521,6 +1536,7 @@ int main(void)
 	test_uid_range();
 	test_replace_mixed();
 	test_create_all();
+	test_err_prefix();
 	test_commit_all();
 	test_commit_group();
 	test_count_memo();
