@@ -81,6 +81,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,7 @@ static const char *const stmt_sql[S_NSTMT] = {
  * Nothing is remembered inside a transaction (its rows may still roll back).
  */
 #define COUNT_MEMO 64
+#define TOUCHED_MAX 16
 
 struct count_memo {
 	int64_t fid;		/* 0 = free slot */
@@ -268,39 +270,147 @@ struct count_memo {
 	uint32_t max_uid;
 };
 
+/*
+ * The counts, shared by the connections of one process to one index (a store
+ * and its peers: idx_share_memo), so that a peer's commits do not make the
+ * other connection count every folder again.  Each connection forgets the
+ * folders its rows touch (update hook) and again when its transaction has
+ * committed, and then moves the epoch: a count read while another connection
+ * committed is not remembered (its snapshot may be older than the commit).
+ * PRAGMA data_version still tells each connection that some other connection
+ * committed; when an in-process one did meanwhile, its folders were forgotten
+ * already and nothing else is; when none did, the commit came from another
+ * process and every count is forgotten.  (An outside commit in the same
+ * interval as a peer's is then missed; no other process writes message rows
+ * while the daemon holds the store's lock.)
+ */
+struct memo_share {
+	pthread_mutex_t mu;
+	int refs;
+	struct count_memo memo[COUNT_MEMO];
+	size_t next;		/* the slot a new count replaces when all are taken */
+	uint64_t epoch;		/* commits of this process that changed message rows */
+};
+
 struct idx {
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *stmt[S_NSTMT];
-	struct count_memo memo[COUNT_MEMO];
-	size_t memo_next;	/* the slot a new count replaces when all are taken */
+	struct memo_share *ms;
 	int64_t data_version;
+	uint64_t dv_epoch;	/* ms->epoch when data_version was read */
+	/* folders whose rows this connection changed since its last commit */
+	int64_t touched[TOUCHED_MAX];
+	int ntouched;		/* > TOUCHED_MAX: too many, all */
+	int64_t count_reads;
 };
 
-/* Forgets FID's count (a folder has at most one slot), or every count (-1). */
-static void memo_forget(struct idx *x, int64_t fid)
+static struct memo_share *memo_share_new(void)
+{
+	struct memo_share *ms = xcalloc(1, sizeof *ms);
+
+	pthread_mutex_init(&ms->mu, NULL);
+	ms->refs = 1;
+	return ms;
+}
+
+static void memo_share_put(struct memo_share **msp)
+{
+	struct memo_share *ms = *msp;
+
+	*msp = NULL;
+	if (!ms)
+		return;
+	pthread_mutex_lock(&ms->mu);
+	int refs = --ms->refs;
+	pthread_mutex_unlock(&ms->mu);
+	if (refs)
+		return;
+	pthread_mutex_destroy(&ms->mu);
+	free(ms);
+}
+
+/* Forgets FID's count (a folder has at most one slot), or every count (-1).
+ * With ms->mu held. */
+static void memo_forget_locked(struct memo_share *ms, int64_t fid)
 {
 	for (size_t i = 0; i < COUNT_MEMO; i++) {
-		if (fid >= 0 && x->memo[i].fid != fid)
+		if (fid >= 0 && ms->memo[i].fid != fid)
 			continue;
-		x->memo[i].fid = 0;
+		ms->memo[i].fid = 0;
 		if (fid >= 0)
 			return;
 	}
 }
 
+static void memo_forget(struct idx *x, int64_t fid)
+{
+	pthread_mutex_lock(&x->ms->mu);
+	memo_forget_locked(x->ms, fid);
+	pthread_mutex_unlock(&x->ms->mu);
+}
+
+/* This connection's changes are committed (or rolled back): what they touched
+ * is forgotten again, and counts read meanwhile elsewhere are not kept. */
+static void memo_committed(struct idx *x)
+{
+	if (!x->ntouched)
+		return;
+	pthread_mutex_lock(&x->ms->mu);
+	if (x->ntouched > TOUCHED_MAX)
+		memo_forget_locked(x->ms, -1);
+	else
+		for (int i = 0; i < x->ntouched; i++)
+			memo_forget_locked(x->ms, x->touched[i]);
+	x->ms->epoch++;
+	/* this connection's own commit does not make its data version move */
+	if (x->dv_epoch == x->ms->epoch - 1)
+		x->dv_epoch = x->ms->epoch;
+	pthread_mutex_unlock(&x->ms->mu);
+	x->ntouched = 0;
+}
+
 static void on_update(void *arg, int op, const char *dbname, const char *table,
 		      sqlite3_int64 rowid)
 {
+	struct idx *x = arg;
+	int64_t fid = (int64_t)((uint64_t)rowid >> 32);
+
 	(void)op;
 	(void)dbname;
-	if (!strcmp(table, "messages"))
-		memo_forget(arg, (int64_t)((uint64_t)rowid >> 32));
+	if (strcmp(table, "messages"))
+		return;
+	memo_forget(x, fid);
+	for (int i = 0; i < x->ntouched && x->ntouched <= TOUCHED_MAX; i++)
+		if (x->touched[i] == fid)
+			return;
+	if (x->ntouched < TOUCHED_MAX)
+		x->touched[x->ntouched++] = fid;
+	else
+		x->ntouched = TOUCHED_MAX + 1;
 }
 
 static void on_rollback(void *arg)
 {
-	memo_forget(arg, -1);
+	struct idx *x = arg;
+
+	memo_forget(x, -1);
+	x->ntouched = 0;
+}
+
+int64_t idx_count_reads(const struct idx *x)
+{
+	return x->count_reads;
+}
+
+void idx_share_memo(struct idx *x, struct idx *owner)
+{
+	memo_share_put(&x->ms);
+	pthread_mutex_lock(&owner->ms->mu);
+	owner->ms->refs++;
+	x->dv_epoch = owner->ms->epoch;
+	pthread_mutex_unlock(&owner->ms->mu);
+	x->ms = owner->ms;
 }
 
 /* ---- helpers ---- */
@@ -514,6 +624,7 @@ static int setup(struct idx *x, bool read_only, struct err *e)
 int idx_open(const char *path, bool read_only, struct idx **x_r, struct err *e)
 {
 	struct idx *x = xcalloc(1, sizeof *x);
+	x->ms = memo_share_new();
 	int flags = SQLITE_OPEN_NOMUTEX |
 		    (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
 
@@ -547,6 +658,7 @@ void idx_close(struct idx **xp)
 		sqlite3_finalize(x->stmt[i]);
 	if (x->db && sqlite3_close(x->db) != SQLITE_OK)
 		log_warn("%s: close: %s", x->path, sqlite3_errmsg(x->db));
+	memo_share_put(&x->ms);
 	free(x->path);
 	free(x);
 	*xp = NULL;
@@ -576,6 +688,7 @@ int idx_commit(struct idx *x, struct err *e)
 		idx_rollback(x);
 		return -1;
 	}
+	memo_committed(x);
 	return 0;
 }
 
@@ -781,54 +894,78 @@ int idx_folder_touch(struct idx *x, int64_t fid, int64_t when, struct err *e)
 	return rc;
 }
 
-/* 1: the count of FID is remembered (*m_r), 0: it must be counted (not in a
- * transaction, *m_r: the slot for it), -1: error. */
-static int memo_find(struct idx *x, int64_t fid, struct count_memo **m_r, struct err *e)
+/* 1: the count of FID is remembered (*m_r), 0: it must be counted, and may be
+ * remembered (memo_store) with *EPOCH_R when that is not 0, -1: error. */
+static int memo_find(struct idx *x, int64_t fid, struct count_memo *m_r, uint64_t *epoch_r,
+		     struct err *e)
 {
 	sqlite3_stmt *s;
 	int64_t dv;
 	int rc;
 
-	*m_r = NULL;
+	*epoch_r = 0;
 	if (!sqlite3_get_autocommit(x->db))
-		return 0;
+		return 0;	/* nothing is remembered inside a transaction */
+	memo_committed(x);	/* a change made outside idx_begin / idx_commit */
 	s = stmt(x, S_DATA_VERSION);
 	rc = next_row(x, s, "reading the data version", e);
 	if (rc < 0)
 		return -1;
 	dv = rc ? col_i64(s, 0) : 0;
 	sqlite3_reset(s);
+	pthread_mutex_lock(&x->ms->mu);
 	if (dv != x->data_version) {	/* another connection committed */
-		memo_forget(x, -1);
+		if (x->dv_epoch == x->ms->epoch)	/* not one of this process */
+			memo_forget_locked(x->ms, -1);
 		x->data_version = dv;
 	}
+	x->dv_epoch = x->ms->epoch;
+	*epoch_r = x->ms->epoch + 1;	/* never 0 */
 	for (size_t i = 0; i < COUNT_MEMO; i++)
-		if (x->memo[i].fid == fid) {
-			*m_r = &x->memo[i];
+		if (x->ms->memo[i].fid == fid) {
+			*m_r = x->ms->memo[i];
+			pthread_mutex_unlock(&x->ms->mu);
 			return 1;
 		}
-	for (size_t i = 0; i < COUNT_MEMO && !*m_r; i++)
-		if (!x->memo[i].fid)
-			*m_r = &x->memo[i];
-	if (!*m_r)
-		*m_r = &x->memo[x->memo_next++ % COUNT_MEMO];
+	pthread_mutex_unlock(&x->ms->mu);
 	return 0;
+}
+
+/* Remembers a count read since EPOCH, unless a commit of this process came in
+ * between. */
+static void memo_store(struct idx *x, uint64_t epoch, const struct count_memo *m)
+{
+	struct memo_share *ms = x->ms;
+	struct count_memo *slot = NULL;
+
+	pthread_mutex_lock(&ms->mu);
+	if (ms->epoch + 1 == epoch && !x->ntouched) {
+		for (size_t i = 0; i < COUNT_MEMO && !slot; i++)
+			if (!ms->memo[i].fid || ms->memo[i].fid == m->fid)
+				slot = &ms->memo[i];
+		if (!slot)
+			slot = &ms->memo[ms->next++ % COUNT_MEMO];
+		*slot = *m;
+	}
+	pthread_mutex_unlock(&ms->mu);
 }
 
 int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
 		     struct err *e)
 {
 	sqlite3_stmt *s;
-	struct count_memo *m;
-	int rc = memo_find(x, fid, &m, e);
+	struct count_memo m;
+	uint64_t epoch;
+	int rc = memo_find(x, fid, &m, &epoch, e);
 
 	if (rc < 0)
 		return -1;
 	if (rc == 1) {
-		*live_r = m->live;
-		*max_uid_r = m->max_uid;
+		*live_r = m.live;
+		*max_uid_r = m.max_uid;
 		return 0;
 	}
+	x->count_reads++;
 	s = stmt(x, S_F_COUNT);
 	sqlite3_bind_int64(s, 1, fid);
 	rc = next_row(x, s, "counting a folder's messages", e);
@@ -837,8 +974,9 @@ int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_
 	*live_r = rc ? col_i64(s, 0) : 0;
 	*max_uid_r = rc ? (uint32_t)col_i64(s, 1) : 0;
 	sqlite3_reset(s);
-	if (m && fid > 0)
-		*m = (struct count_memo){ .fid = fid, .live = *live_r, .max_uid = *max_uid_r };
+	if (epoch && fid > 0)
+		memo_store(x, epoch, &(struct count_memo){ .fid = fid, .live = *live_r,
+							    .max_uid = *max_uid_r });
 	return 0;
 }
 

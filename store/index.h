@@ -19,6 +19,11 @@ struct idx;
  * migrations; read-only opens refuse a schema they do not know. */
 int idx_open(const char *path, bool read_only, struct idx **x_r, struct err *e);
 void idx_close(struct idx **x);
+/* X (a second connection of this process to OWNER's index) shares OWNER's
+ * remembered folder counts from now on (index.c explains). */
+void idx_share_memo(struct idx *x, struct idx *owner);
+/* How many idx_folder_count calls read rows (not remembered). */
+int64_t idx_count_reads(const struct idx *x);
 /* Copies what the WAL holds into the database file, as far as no reader stops
  * it (PASSIVE); -1 when SQLite refused (nothing is lost: the WAL stays). */
 int idx_checkpoint(struct idx *x);

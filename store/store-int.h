@@ -29,11 +29,14 @@ struct store {
 	 * failed.  1 until the startup check has run.  A writable close at 0
 	 * leaves the "clean" marker (store.c); atomic: commits run in threads. */
 	int pending;
+	/* A peer (store_open_peer): its own index connection over the owner's
+	 * files; what it leaves pending counts on the owner's. */
+	struct store *owner;
 };
 
 static inline void store_pending(struct store *st, int d)
 {
-	__atomic_add_fetch(&st->pending, d, __ATOMIC_ACQ_REL);
+	__atomic_add_fetch(st->owner ? &st->owner->pending : &st->pending, d, __ATOMIC_ACQ_REL);
 }
 
 /* ERR_LOCAL when the store was opened read-only. */

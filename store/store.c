@@ -227,6 +227,41 @@ fail_nopath:
 	return -1;
 }
 
+int store_open_peer(struct store *owner, struct store **peer_r, struct err *e)
+{
+	struct store *st;
+	char *ipath;
+	int rc;
+
+	*peer_r = NULL;
+	if (store_check_writable(owner, e) < 0)
+		return -1;
+	st = xcalloc(1, sizeof *st);
+	st->owner = owner;
+	st->lockfd = -1;
+	st->opts = owner->opts;
+	st->fchmod_files = owner->fchmod_files;
+	st->dir = xstrdup(owner->dir);
+	st->maildir = xstrdup(owner->maildir);
+	st->dirfd = fcntl(owner->dirfd, F_DUPFD_CLOEXEC, 0);
+	st->mailfd = owner->mailfd < 0 ? -1 : fcntl(owner->mailfd, F_DUPFD_CLOEXEC, 0);
+	if (st->dirfd < 0 || (owner->mailfd >= 0 && st->mailfd < 0)) {
+		err_sys(e, ERR_LOCAL, "dup(%s)", st->dir);
+		store_close(&st);
+		return -1;
+	}
+	ipath = xasprintf("%s/index.sqlite", st->dir);
+	rc = idx_open(ipath, false, &st->idx, e);
+	free(ipath);
+	if (rc < 0) {
+		store_close(&st);
+		return -1;
+	}
+	idx_share_memo(st->idx, owner->idx);
+	*peer_r = st;
+	return 0;
+}
+
 void store_close(struct store **stp)
 {
 	struct store *st = *stp;
@@ -434,6 +469,11 @@ int store_folder_count(struct store *st, int64_t fid, int64_t *live_r, uint32_t 
 		       struct err *e)
 {
 	return idx_folder_count(st->idx, fid, live_r, max_uid_r, e);
+}
+
+int64_t store_count_reads(const struct store *st)
+{
+	return idx_count_reads(st->idx);
 }
 
 /* ---- messages ---- */

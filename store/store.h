@@ -44,6 +44,14 @@ struct store_opts {
 int store_open(const char *root, const char *account, const struct store_opts *o,
 	       struct store **st_r, struct err *e);
 void store_close(struct store **st);
+/*
+ * A second handle on an open writable store, for another thread: its own index
+ * connection (SQLite serialises the two connections' transactions; WAL lets
+ * either read while the other writes) over the same files, under the owner's
+ * lock.  A thread uses one handle; two handles never change one folder at once
+ * (the caller's rule).  Close the peer before its owner.  0 / -1 (ERR_LOCAL).
+ */
+int store_open_peer(struct store *owner, struct store **peer_r, struct err *e);
 /* Copies the index's write-ahead log into the database file now, while the
  * caller waits on something else (closing the store does it otherwise, then
  * with nothing to overlap). */
@@ -111,6 +119,9 @@ int store_folder_touch(struct store *st, int64_t fid, int64_t when, struct err *
 /* Messages of the folder not deleted on the server, and its highest UID (0 = none). */
 int store_folder_count(struct store *st, int64_t fid, int64_t *live_r, uint32_t *max_uid_r,
 		       struct err *e);
+/* How many store_folder_count calls of this handle read the folder's rows (the
+ * others were remembered: index.c). */
+int64_t store_count_reads(const struct store *st);
 
 /*
  * Archives (copy.c): when a folder's UIDVALIDITY changes, its messages move to an

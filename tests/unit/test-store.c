@@ -1112,6 +1112,104 @@ static void test_count_memo(void)
 	store_close(&st);
 }
 
+/* store_open_peer: a second handle for another thread, each changing its own folder */
+struct peer_job {
+	struct store *st;
+	const struct store_folder *f;
+	uint32_t first;
+	int rc;
+};
+
+static void *peer_add(void *arg)
+{
+	struct peer_job *j = arg;
+	struct err e;
+
+	for (uint32_t u = j->first; u < j->first + 30 && j->rc == 0; u++)
+		j->rc = add_simple(j->st, j->f, &u, 1, &e);
+	return NULL;
+}
+
+static void test_peer(void)
+{
+	const char *acct = new_account();
+	struct store *st = open_ok(acct, COMPRESS_GZIP), *peer = NULL, *ro = NULL;
+	struct store_opts roo = { .read_only = true };
+	struct store_folder f, g, g2;
+	struct err e = { 0 };
+	int64_t la = -1, lb = -1, pa = -1, pb = -1;
+	uint32_t max;
+	pthread_t t1, t2;
+	char *marker, *p, *sql;
+	sqlite3 *db;
+
+	if (!st || store_folder_get(st, "A", '/', &f, &e) < 0 ||
+	    store_folder_get(st, "B", '/', &g, &e) < 0)
+		return;
+	ok(store_open_peer(st, &peer, &e) == 0, "a peer opens on a writable store");
+	if (!peer)
+		return;
+	ok(store_folder_get(peer, "B", '/', &g2, &e) == 0 && g2.id == g.id,
+	   "the peer finds the owner's folder");
+	/* both see counts before (remembered), then change at the same time */
+	store_folder_count(st, g.id, &lb, &max, &e);
+	store_folder_count(peer, f.id, &pa, &max, &e);
+	struct peer_job ja = { .st = st, .f = &f, .first = 1 }, jb = { .st = peer, .f = &g2, .first = 101 };
+	ok(pthread_create(&t1, NULL, peer_add, &ja) == 0 && pthread_create(&t2, NULL, peer_add, &jb) == 0,
+	   "two threads: the owner fills A, the peer fills B");
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	ok(ja.rc == 0 && jb.rc == 0, "30 + 30 commits, side by side, all succeed (SQLite takes turns)");
+	ok(store_folder_count(st, f.id, &la, &max, &e) == 0 && store_folder_count(st, g.id, &lb, &max, &e) == 0 &&
+	   la == 30 && lb == 30 && max == 130, "the owner counts 30 and 30: it sees the peer's rows");
+	ok(store_folder_count(peer, f.id, &pa, &max, &e) == 0 && store_folder_count(peer, g.id, &pb, &max, &e) == 0 &&
+	   pa == 30 && pb == 30, "the peer counts 30 and 30: it sees the owner's rows");
+	ok(verify(st) == 0, "verify is clean");
+	/* the counts are shared: a peer's commit makes only its folder be read again */
+	int64_t r0 = store_count_reads(st), r1 = store_count_reads(peer);
+	uint32_t u = 150;
+	ok(store_folder_count(st, f.id, &la, &max, &e) == 0 && store_folder_count(peer, g.id, &lb, &max, &e) == 0 &&
+	   store_folder_count(peer, f.id, &pa, &max, &e) == 0 &&
+	   store_count_reads(st) == r0 && store_count_reads(peer) == r1,
+	   "counted once, each count is remembered for both handles");
+	ok(add_simple(peer, &g2, &u, 1, &e) == 0, "the peer adds one message to B");
+	ok(store_folder_count(st, f.id, &la, &max, &e) == 0 && la == 30 && store_count_reads(st) == r0,
+	   "the owner still remembers A's count (the peer's commit touched B only)");
+	ok(store_folder_count(st, g.id, &lb, &max, &e) == 0 && lb == 31 && store_count_reads(st) == r0 + 1,
+	   "and reads B's again: 31");
+	p = xasprintf("%s/index.sqlite", store_dir(st));
+	sql = xasprintf("DELETE FROM messages WHERE id = (%lld << 32) | 1", (long long)f.id);
+	ok(sqlite3_open(p, &db) == SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK,
+	   "another process's connection removes A's UID 1");
+	sqlite3_close(db);
+	ok(store_folder_count(st, f.id, &la, &max, &e) == 0 && la == 29 &&
+	   store_folder_count(peer, f.id, &pa, &max, &e) == 0 && pa == 29,
+	   "both handles see it (no commit of theirs came in between): 29");
+	free(sql);
+	free(p);
+	u = 200;
+	setenv("MF_FAULT", "commit:1", 1);
+	fault_reset();
+	ok(add_simple(peer, &g2, &u, 1, &e) < 0, "a commit of the peer fails");
+	unsetenv("MF_FAULT");
+	fault_reset();
+	store_folder_clear(&g2);
+	store_close(&peer);
+	marker = xasprintf("%s/clean", store_dir(st));
+	store_close(&st);
+	ok(access(marker, F_OK) < 0, "what the peer left unfinished keeps the owner's close from "
+	   "leaving the clean marker");
+	st = open_ok(acct, COMPRESS_GZIP);
+	store_close(&st);
+	ok(access(marker, F_OK) == 0, "(a close with nothing unfinished leaves it)");
+	ok(store_open(root, acct, &roo, &ro, &e) == 0 && store_open_peer(ro, &peer, &e) < 0 &&
+	   e.kind == ERR_LOCAL && !peer, "no peer of a read-only store: %s", e.msg);
+	store_close(&ro);
+	free(marker);
+	store_folder_clear(&f);
+	store_folder_clear(&g);
+}
+
 /* store_batch_commit_group: several folders' batches, one index commit, all or none */
 static void test_commit_group(void)
 {
@@ -1540,6 +1638,7 @@ int main(void)
 	test_commit_all();
 	test_commit_group();
 	test_count_memo();
+	test_peer();
 	test_orphans();
 	test_clean_marker();
 	for (size_t i = 0; i < sizeof fcases / sizeof fcases[0]; i++)
