@@ -3,8 +3,9 @@
  *
  * The account thread owns the store and the main IMAP session, and it alone
  * runs passes, so that two passes never touch one folder at once and the store
- * is used by one thread (store.h).  Work comes from four places, served in
- * this order:
+ * is used by one thread (store.h); a full pass may hand folders to its helper
+ * thread, with its own session and store handle, and waits for it before it
+ * ends (account.c).  Work comes from four places, served in this order:
  *   1. pushes: an IDLE watcher saw its folder change (idle.c);
  *   2. requests for some folders (`mailferry sync --folder`);
  *   3. a full round that a push interrupted;
@@ -585,6 +586,16 @@ static void on_success(struct acct *x, const struct err *e)
 		daemon_net(x->name, true);
 }
 
+/* Room for a full pass's second connection (account.c) beside the IDLE
+ * watchers: a watcher is given its place first. */
+static void helper_budget(struct acct *x)
+{
+	x->ss.helper_ok = x->nw + 2 <= ACCT_MAX_CONN;
+	x->ss.io_mu = &x->mu;
+	if (!x->ss.helper_ok && x->ss.imap2)
+		sync_session_helper_close(&x->ss);
+}
+
 static int on_connect(struct acct *x)
 {
 	struct err e;
@@ -595,6 +606,7 @@ static int on_connect(struct acct *x)
 		return 0;
 	set_state(x, AS_CONNECTING, NULL);
 	x->progress = false;
+	helper_budget(x);
 	if (sync_session_open(x->c, x->a, &x->ss, &e) < 0) {
 		if (x->ss.imap)
 			imap_close(&x->ss.imap);
@@ -642,6 +654,9 @@ static void ensure_watchers(struct acct *x)
 
 		if (watched(x, idle[i]))
 			continue;
+		/* a pass's second connection gives way to a watcher */
+		if (x->ss.imap2 && x->nw + 2 >= ACCT_MAX_CONN)
+			sync_session_helper_close(&x->ss);
 		if (x->nw >= ACCT_MAX_CONN - 1) {
 			if (!x->budget_said)
 				log_notice("%s: %s: polled, not watched: at most %d IDLE connections "
@@ -784,9 +799,11 @@ static void run_work(struct acct *x, struct work *w)
 		.folder_end = hook_folder_end, .ctx = x,
 	};
 	struct err e;
+	bool full = w->kind == WK_FULL;
 	int rc;
 
 	set_state(x, AS_SYNCING, w->label);
+	helper_budget(x);
 	x->folders_done = 0;
 	x->in_folder = false;
 	x->progress = false;
@@ -818,6 +835,9 @@ static void run_work(struct acct *x, struct work *w)
 		requeue(x, w, true);
 	}
 	x->ss_fresh = false;
+	/* the next full pass finds its second connection ready (account.c) */
+	if (full && (rc == 0 || e.kind == ERR_FOLDER || e.kind == ERR_MESSAGE) && !stopping(x))
+		sync_session_helper_prepare(&x->ss, x->a);
 }
 
 /* ---- the thread ---- */
@@ -952,8 +972,10 @@ void acct_stop(struct acct *x)
 void acct_cancel_io(struct acct *x)
 {
 	pthread_mutex_lock(&x->mu);
-	if (x->io_main)
+	if (x->io_main) {
 		imap_cancel(x->io_main);
+		imap_cancel(x->ss.imap2);	/* set and cleared under mu (ss.io_mu) */
+	}
 	for (size_t i = 0; i < x->nw; i++)
 		watcher_cancel_io(x->w[i]);
 	pthread_mutex_unlock(&x->mu);

@@ -30,7 +30,8 @@
 
 /* Connections one account may hold at once: the main session plus at most
  * ACCT_MAX_CONN - 1 IDLE watchers (servers limit connections per user:
- * Dovecot's mail_max_userip_connections is 10). */
+ * Dovecot's mail_max_userip_connections is 10).  A full pass's second
+ * connection (account.c) takes a place only a watcher does not want. */
 #define ACCT_MAX_CONN 5
 
 enum acct_state {

@@ -17,13 +17,16 @@
 #include "../store/store.h"
 #include "imap.h"
 
+#include <pthread.h>
+
 struct sync_stats {
 	int64_t fetched, fetched_bytes, flags_changed, vanished;
 };
 
 /*
  * What the live daemon (daemon.c) hooks into a pass; every member is optional
- * and mailferryd --once passes none.  Called from the pass's own thread.
+ * and mailferryd --once passes none.  Called from the pass's thread or its
+ * helper's (account.c), one call at a time.
  */
 struct sync_hooks {
 	/* Asked between durable batches and between folders: true ends the pass
@@ -101,20 +104,36 @@ int sync_account(const struct conf *c, const struct conf_account *a, struct err 
 
 /*
  * What the daemon keeps from one pass to the next: the account's store (its
- * lock held for the daemon's life) and one IMAP session.  Both are owned by
- * the struct; a NULL member is "not open".
+ * lock held for the daemon's life) and one IMAP session, plus the second
+ * session and store handle of a pass's helper (account.c) once a pass opened
+ * them.  All are owned by the struct; a NULL member is "not open".
  */
 struct sync_session {
 	struct store *st;
 	struct imap *imap;
+	struct store *st2;	/* a peer of st (store_open_peer), the helper's */
+	struct imap *imap2;	/* the helper's connection */
+	int64_t imap2_used;	/* mono_ms of its last use */
+	int64_t helper_retry_at;	/* mono_ms: no helper connect before (one failed) */
+	/* The caller's connection budget leaves room for a second connection. */
+	bool helper_ok;
+	/* When set, held while imap2 is set or cleared, so that a thread that holds
+	 * it may imap_cancel imap2 (acct_cancel_io). */
+	pthread_mutex_t *io_mu;
 };
 
 /* Opens what is not open yet: the store, then the secret and the IMAP session.
  * Errors are those of store_open / secret_get / imap_connect. */
 int sync_session_open(const struct conf *c, const struct conf_account *a, struct sync_session *ss,
 		      struct err *e);
-/* Closes the IMAP session (LOGOUT when healthy), keeps the store. */
+/* Closes the IMAP sessions (LOGOUT when healthy), keeps the store. */
 void sync_session_disconnect(struct sync_session *ss);
+/* Closes the helper's session only (the budget wants its connection). */
+void sync_session_helper_close(struct sync_session *ss);
+/* Between passes (the daemon, after a pass): opens the helper's session now
+ * when the next full pass would want one, so that pass does not wait for its
+ * login. */
+void sync_session_helper_prepare(struct sync_session *ss, const struct conf_account *a);
 /* Closes both. */
 void sync_session_close(struct sync_session *ss);
 

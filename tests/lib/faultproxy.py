@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """faultproxy.py -- a loopback TCP proxy that breaks connections on purpose (stdlib only).
 
-    faultproxy.py --listen PORT --to PORT --mode cut|stall|pass [--faults N]
+    faultproxy.py --listen PORT --to PORT --mode cut|stall|pass [--faults N] [--skip K]
                   [--min BYTES] [--max BYTES] [--rate BYTES_PER_SEC] [--seed S]
                   [--log FILE] [--pidfile FILE]
 
 Forwards 127.0.0.1:LISTEN to 127.0.0.1:TO, byte for byte (TLS passes through
-untouched).  The first N connections (--faults, default: all) are faulty: each
+untouched).  The first N connections (--faults, default: all) after the first K
+(--skip, default 0: those are passed through) are faulty: each
 draws an offset uniformly in [--min, --max] of the bytes the server sends, and
 when that many have gone to the client:
 
@@ -16,7 +17,7 @@ when that many have gone to the client:
             closed: a silently dead peer (only the client's timeout helps)
     pass    nothing happens (a plain proxy, to count connections)
 
-Connections after the first N are passed through.  --rate limits what each
+Connections after those are passed through.  --rate limits what each
 connection sends the client (a slow line: a sync that takes long enough to be
 interrupted at many points).  One line per connection
 goes to --log when it ends:
@@ -111,6 +112,7 @@ def main():
     p.add_argument("--to", type=int, required=True)
     p.add_argument("--mode", choices=["cut", "stall", "pass"], required=True)
     p.add_argument("--faults", type=int, default=-1, help="faulty connections (default: all)")
+    p.add_argument("--skip", type=int, default=0, help="connections passed through first")
     p.add_argument("--min", type=int, default=1)
     p.add_argument("--max", type=int, default=1 << 20)
     p.add_argument("--rate", type=float, default=0, help="bytes per second to the client")
@@ -130,7 +132,7 @@ def main():
     while True:
         c, _ = ls.accept()
         n += 1
-        faulty = a.faults < 0 or n <= a.faults
+        faulty = n > a.skip and (a.faults < 0 or n <= a.skip + a.faults)
         mode = a.mode if faulty else "pass"
         Conn(n, c, a, mode, rnd.randint(a.min, a.max), a.log).start()
 
