@@ -45,6 +45,18 @@ change_all() {	# TAG
 	done
 }
 
+# the daemon (no IDLE, MF_PARALLEL_MIN=0) and its first sync into a new store
+daemon_first_sync() {	# CONF STORE-DIR [key=value...]
+	local conf=$1 store=$2
+	shift 2
+	mf_config "$conf" demo expunge=keep poll_interval=3600 timeout=5 "$@"
+	printf 'idle =\n' >>"$conf"
+	sed -i "s|^store = .*|store = $TEST_DIR/$store|" "$conf"
+	export MF_PARALLEL_MIN=0
+	mfd_start "$conf" -D sync
+	mfd_wait_synced "$conf" 60 || { diag_file "$(basename "$MFD_LOG")" 30; die "daemon synced"; }
+}
+
 compare() {	# NAME WHAT [CONF]
 	mf_imapdump "$TEST_DIR/dump.$1" >/dev/null || die "server dumped"
 	run "cmp.$1" mfd_compare "${3:-$CONF}" demo "$TEST_DIR/dump.$1"
@@ -96,12 +108,7 @@ is "$RC" 0 "mailferry verify is clean"
 # in the first pass it serves)
 fp_start proxy --mode cut --skip 2 --faults 1 --min 4000 --max 9000 || die "fault proxy up"
 CONF_P=$TEST_DIR/proxy.conf
-mf_config "$CONF_P" demo expunge=keep imap_port="$FP_PORT" poll_interval=3600 timeout=5
-printf 'idle =\n' >>"$CONF_P"
-sed -i "s|^store = .*|store = $TEST_DIR/store2|" "$CONF_P"
-export MF_PARALLEL_MIN=0
-mfd_start "$CONF_P" -D sync
-mfd_wait_synced "$CONF_P" 60 || { diag_file "$(basename "$MFD_LOG")" 30; die "daemon synced"; }
+daemon_first_sync "$CONF_P" store2 imap_port="$FP_PORT"
 ok "after the first sync, a second connection is made for the next passes" \
 	grep -q 'a second connection for' "$MFD_LOG"
 change_all c || die "server changes"
@@ -134,12 +141,7 @@ DC_EXTRA_CONF='protocol imap {
 }'
 dc_restart || die "Dovecot restarts with one connection per user"
 CONF_4=$TEST_DIR/one.conf
-mf_config "$CONF_4" demo expunge=keep poll_interval=3600 timeout=5
-printf 'idle =\n' >>"$CONF_4"
-sed -i "s|^store = .*|store = $TEST_DIR/store4|" "$CONF_4"
-export MF_PARALLEL_MIN=0
-mfd_start "$CONF_4" -D sync
-mfd_wait_synced "$CONF_4" 60 || { diag_file "$(basename "$MFD_LOG")" 30; die "daemon synced"; }
+daemon_first_sync "$CONF_4" store4
 ok "the log says why there is no second connection" \
 	grep -q 'no second connection (.*Maximum number of connections.*); passes go on one' "$MFD_LOG"
 change_all f || die "server changes"
