@@ -144,7 +144,9 @@ void sync_session_close(struct sync_session *ss);
  * index without a LIST when known there.  Returns 0, or -1 with e: ERR_STOPPED
  * when the hooks stopped it, ERR_FOLDER when some folders failed (the others
  * synced), anything else when the pass could not go on (after ERR_NET /
- * ERR_PROTO the IMAP session is dead: sync_session_disconnect it).
+ * ERR_PROTO the IMAP session is dead: sync_session_disconnect it).  A full pass
+ * over big folders runs some of them on the session's second connection, in a
+ * helper thread (account.c), and returns after it.
  */
 int sync_account_pass(const struct conf_account *a, struct sync_session *ss,
 		      const char *const *folders, const struct sync_hooks *h, struct err *e);

@@ -1062,6 +1062,22 @@ static int run_batch(struct store *st, const struct store_folder *f, int nnew, s
 
 /* store_folder_count is remembered until a row of the folder changes, by this
  * connection (any path, a rollback) or by another one */
+/* Another connection (as another process would) deletes the row of FID's UID. */
+static bool raw_delete(struct store *st, int64_t fid, uint32_t uid)
+{
+	char *p = xasprintf("%s/index.sqlite", store_dir(st));
+	char *sql = xasprintf("DELETE FROM messages WHERE id = (%lld << 32) | %u", (long long)fid,
+			      uid);
+	sqlite3 *db;
+	bool r = sqlite3_open(p, &db) == SQLITE_OK &&
+		 sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK;
+
+	sqlite3_close(db);
+	free(sql);
+	free(p);
+	return r;
+}
+
 static void test_count_memo(void)
 {
 	const char *acct = new_account();
@@ -1072,8 +1088,6 @@ static void test_count_memo(void)
 	static const uint32_t uids[] = { 5, 6, 7, 8 };
 	int64_t live = -1;
 	uint32_t max = 0;
-	sqlite3 *db;
-	char *p, *sql;
 
 	if (!st || store_folder_get(st, "INBOX", '/', &f, &e) < 0 ||
 	    store_folder_get(st, "Other", '/', &g, &e) < 0)
@@ -1098,15 +1112,9 @@ static void test_count_memo(void)
 	fault_reset();
 	ok(store_folder_count(st, f.id, &live, &max, &e) == 0 && live == 3,
 	   "the rolled-back removal does not count");
-	p = xasprintf("%s/index.sqlite", store_dir(st));
-	sql = xasprintf("DELETE FROM messages WHERE id = (%lld << 32) | 5", (long long)f.id);
-	ok(sqlite3_open(p, &db) == SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK,
-	   "another connection removes UID 5");
-	sqlite3_close(db);
+	ok(raw_delete(st, f.id, 5), "another connection removes UID 5");
 	ok(store_folder_count(st, f.id, &live, &max, &e) == 0 && live == 2 && max == 8,
 	   "the count sees it: 2 live");
-	free(sql);
-	free(p);
 	store_folder_clear(&f);
 	store_folder_clear(&g);
 	store_close(&st);
@@ -1140,8 +1148,7 @@ static void test_peer(void)
 	int64_t la = -1, lb = -1, pa = -1, pb = -1;
 	uint32_t max;
 	pthread_t t1, t2;
-	char *marker, *p, *sql;
-	sqlite3 *db;
+	char *marker;
 
 	if (!st || store_folder_get(st, "A", '/', &f, &e) < 0 ||
 	    store_folder_get(st, "B", '/', &g, &e) < 0)
@@ -1177,16 +1184,10 @@ static void test_peer(void)
 	   "the owner still remembers A's count (the peer's commit touched B only)");
 	ok(store_folder_count(st, g.id, &lb, &max, &e) == 0 && lb == 31 && store_count_reads(st) == r0 + 1,
 	   "and reads B's again: 31");
-	p = xasprintf("%s/index.sqlite", store_dir(st));
-	sql = xasprintf("DELETE FROM messages WHERE id = (%lld << 32) | 1", (long long)f.id);
-	ok(sqlite3_open(p, &db) == SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK,
-	   "another process's connection removes A's UID 1");
-	sqlite3_close(db);
+	ok(raw_delete(st, f.id, 1), "another process's connection removes A's UID 1");
 	ok(store_folder_count(st, f.id, &la, &max, &e) == 0 && la == 29 &&
 	   store_folder_count(peer, f.id, &pa, &max, &e) == 0 && pa == 29,
 	   "both handles see it (no commit of theirs came in between): 29");
-	free(sql);
-	free(p);
 	u = 200;
 	setenv("MF_FAULT", "commit:1", 1);
 	fault_reset();
