@@ -895,15 +895,15 @@ int idx_folder_touch(struct idx *x, int64_t fid, int64_t when, struct err *e)
 }
 
 /* 1: the count of FID is remembered (*m_r), 0: it must be counted, and may be
- * remembered (memo_store) with *EPOCH_R when that is not 0, -1: error. */
+ * remembered (memo_store with *EPOCH_R) when *KEEP_R, -1: error. */
 static int memo_find(struct idx *x, int64_t fid, struct count_memo *m_r, uint64_t *epoch_r,
-		     struct err *e)
+		     bool *keep_r, struct err *e)
 {
 	sqlite3_stmt *s;
 	int64_t dv;
 	int rc;
 
-	*epoch_r = 0;
+	*keep_r = false;
 	if (!sqlite3_get_autocommit(x->db))
 		return 0;	/* nothing is remembered inside a transaction */
 	memo_committed(x);	/* a change made outside idx_begin / idx_commit */
@@ -920,7 +920,8 @@ static int memo_find(struct idx *x, int64_t fid, struct count_memo *m_r, uint64_
 		x->data_version = dv;
 	}
 	x->dv_epoch = x->ms->epoch;
-	*epoch_r = x->ms->epoch + 1;	/* never 0 */
+	*epoch_r = x->ms->epoch;
+	*keep_r = true;
 	for (size_t i = 0; i < COUNT_MEMO; i++)
 		if (x->ms->memo[i].fid == fid) {
 			*m_r = x->ms->memo[i];
@@ -939,7 +940,7 @@ static void memo_store(struct idx *x, uint64_t epoch, const struct count_memo *m
 	struct count_memo *slot = NULL;
 
 	pthread_mutex_lock(&ms->mu);
-	if (ms->epoch + 1 == epoch && !x->ntouched) {
+	if (ms->epoch == epoch && !x->ntouched) {
 		for (size_t i = 0; i < COUNT_MEMO && !slot; i++)
 			if (!ms->memo[i].fid || ms->memo[i].fid == m->fid)
 				slot = &ms->memo[i];
@@ -955,8 +956,9 @@ int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_
 {
 	sqlite3_stmt *s;
 	struct count_memo m;
-	uint64_t epoch;
-	int rc = memo_find(x, fid, &m, &epoch, e);
+	uint64_t epoch = 0;
+	bool keep;
+	int rc = memo_find(x, fid, &m, &epoch, &keep, e);
 
 	if (rc < 0)
 		return -1;
@@ -974,7 +976,7 @@ int idx_folder_count(struct idx *x, int64_t fid, int64_t *live_r, uint32_t *max_
 	*live_r = rc ? col_i64(s, 0) : 0;
 	*max_uid_r = rc ? (uint32_t)col_i64(s, 1) : 0;
 	sqlite3_reset(s);
-	if (epoch && fid > 0)
+	if (keep && fid > 0)
 		memo_store(x, epoch, &(struct count_memo){ .fid = fid, .live = *live_r,
 							    .max_uid = *max_uid_r });
 	return 0;

@@ -100,8 +100,7 @@ struct pass_share {
 	struct sync_session *ss;
 	struct account_pass *main;
 	pthread_t tid;
-	int folders_ok, folders_failed, folders_skipped;
-	struct err first_folder_err;
+	struct account_pass hp;	/* the helper's pass: its counts, once it ended */
 };
 
 /* ---- the second connection (the pass's helper, below) ---- */
@@ -146,17 +145,19 @@ static int helper_min(void)
 }
 
 /* The helper's session and store handle: kept from an earlier pass, or made
- * now.  -1 (e set) when there is none. */
-static int helper_open(struct sync_session *ss, const struct conf_account *a, const char *password,
-		       struct err *e)
+ * now (PASSWORD: the secret when the caller has it).  -1 when there is none:
+ * it is said, and no other is tried for HELPER_RETRY_MS. */
+static int helper_open(struct sync_session *ss, const struct conf_account *a, const char *password)
 {
 	char *pw = NULL;
+	struct err e;
+	int rc = 0;
 
 	if (ss->imap2 && (imap_is_dead(ss->imap2) || mono_ms() - ss->imap2_used > HELPER_REUSE_MAX_MS))
 		ss_set_imap2(ss, NULL);
-	if (!ss->st2 && store_open_peer(ss->st, &ss->st2, e) < 0)
-		return -1;
-	if (ss->imap2)
+	if (!ss->st2)
+		rc = store_open_peer(ss->st, &ss->st2, &e);
+	if (rc == 0 && ss->imap2)
 		return 0;
 	struct imap_opts io = {
 		.host = a->imap_host, .port = a->imap_port, .tls = a->imap_tls,
@@ -164,22 +165,38 @@ static int helper_open(struct sync_session *ss, const struct conf_account *a, co
 		.label = a->name,
 	};
 	struct imap *im = NULL;
-	int rc = password ? 0 : secret_get(a, false, &pw, e);
 
+	if (rc == 0 && !password)
+		rc = secret_get(a, false, &pw, &e);
 	if (rc == 0) {
 		io.password = password ? password : pw;
-		rc = imap_connect(&io, &im, e);
+		rc = imap_connect(&io, &im, &e);
 		secret_free(&pw);
 	}
-	if (rc < 0)
+	if (rc < 0) {
+		ss->helper_retry_at = mono_ms() + HELPER_RETRY_MS;
+		log_info("%s: no second connection (%s); passes go on one", a->name, e.msg);
 		return -1;
+	}
 	ss_set_imap2(ss, im);
+	ss->imap2_used = mono_ms();
 	log_debug(LOGC_SYNC, "%s: a second connection for the passes' folders", a->name);
 	return 0;
 }
 
+/* Is a second connection worth it for a full pass whose helper could take
+ * NCAND folders of about NMSG messages?  One that is open always is. */
+static bool helper_worth(const struct sync_session *ss, size_t ncand, int64_t nmsg)
+{
+	if (!ss->helper_ok || ncand < 2)
+		return false;
+	if (ss->imap2 && !imap_is_dead(ss->imap2))
+		return true;
+	return mono_ms() >= ss->helper_retry_at && nmsg >= helper_min();
+}
+
 /* Would a full pass now want a second connection it does not have?  By the
- * index: at least two folders the helper may take, HELPER_MIN messages. */
+ * index's folders (helper_worth). */
 static bool helper_due(const struct sync_session *ss, const struct conf_account *a)
 {
 	struct store_folder *f = NULL;
@@ -187,8 +204,8 @@ static bool helper_due(const struct sync_session *ss, const struct conf_account 
 	int64_t nmsg = 0;
 	struct err e;
 
-	if (!ss->helper_ok || !ss->st || (ss->imap2 && !imap_is_dead(ss->imap2)) ||
-	    mono_ms() < ss->helper_retry_at || store_folder_list_brief(ss->st, &f, &n, &e) < 0)
+	if (!ss->st || (ss->imap2 && !imap_is_dead(ss->imap2)) ||
+	    store_folder_list_brief(ss->st, &f, &n, &e) < 0)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (helper_may(&f[i]) && conf_folder_selected(a, f[i].display)) {
@@ -196,26 +213,13 @@ static bool helper_due(const struct sync_session *ss, const struct conf_account 
 			nmsg += (int64_t)f[i].uidnext - 1;
 		}
 	store_folder_list_free(f, n);
-	return nf >= 2 && nmsg >= helper_min();
-}
-
-static void helper_open_failed(struct sync_session *ss, const struct conf_account *a,
-			       const struct err *e)
-{
-	ss->helper_retry_at = mono_ms() + HELPER_RETRY_MS;
-	log_info("%s: no second connection (%s); passes go on one", a->name, e->msg);
+	return helper_worth(ss, nf, nmsg);
 }
 
 void sync_session_helper_prepare(struct sync_session *ss, const struct conf_account *a)
 {
-	struct err e;
-
-	if (!ss->imap || !(imap_caps(ss->imap) & IMAP_CAP_CONDSTORE) || !helper_due(ss, a))
-		return;
-	if (helper_open(ss, a, NULL, &e) < 0)
-		helper_open_failed(ss, a, &e);
-	else
-		ss->imap2_used = mono_ms();
+	if (ss->imap && (imap_caps(ss->imap) & IMAP_CAP_CONDSTORE) && helper_due(ss, a))
+		helper_open(ss, a, NULL);
 }
 
 /* The helper's connection made beside the main one (sync_session_open). */
@@ -224,14 +228,13 @@ struct helper_connecting {
 	const struct conf_account *a;
 	const char *pw;
 	int rc;
-	struct err e;
 };
 
 static void *helper_connect_main(void *arg)
 {
 	struct helper_connecting *hc = arg;
 
-	hc->rc = helper_open(hc->ss, hc->a, hc->pw, &hc->e);
+	hc->rc = helper_open(hc->ss, hc->a, hc->pw);
 	return NULL;
 }
 
@@ -294,10 +297,6 @@ int sync_session_open(const struct conf *c, const struct conf_account *a, struct
 		connect_main(&cn);
 	if (helper) {
 		pthread_join(htid, NULL);
-		if (hc.rc < 0)
-			helper_open_failed(ss, a, &hc.e);
-		else
-			ss->imap2_used = mono_ms();
 		/* a server that allows one more connection may have let the second
 		 * one in and refused the first: the second is the session then */
 		if (rc == 0 && cn.rc < 0 && hc.rc == 0) {
@@ -693,6 +692,19 @@ static int claim(struct pass_share *sh, size_t n, int who)
 	return r;
 }
 
+/* The helper met E, which stops the pass (the first such error is kept). */
+static void helper_fail(struct pass_share *sh, const struct err *e)
+{
+	if (e->kind == ERR_STOPPED)
+		return;
+	pthread_mutex_lock(&sh->mu);
+	if (!sh->failed) {
+		sh->failed = true;
+		sh->err = *e;
+	}
+	pthread_mutex_unlock(&sh->mu);
+}
+
 static void *helper_main(void *arg)
 {
 	struct pass_share *sh = arg;
@@ -701,53 +713,41 @@ static void *helper_main(void *arg)
 	struct err e;
 	int i;
 
-	if (helper_open(ss, m->a, NULL, &e) < 0) {
-		helper_open_failed(ss, m->a, &e);
+	if (helper_open(ss, m->a, NULL) < 0)
 		return NULL;
-	}
-	struct account_pass hp = { .a = m->a, .st = ss->st2, .imap = ss->imap2, .h = m->h,
-				   .mb = m->mb, .nmb = m->nmb, .nsel = m->nsel, .sh = sh };
+	struct account_pass *hp = &sh->hp;
+
+	*hp = (struct account_pass){ .a = m->a, .st = ss->st2, .imap = ss->imap2, .h = m->h,
+				     .mb = m->mb, .nmb = m->nmb, .nsel = m->nsel, .sh = sh };
 
 	while ((i = claim(sh, m->nmb, W_HELPER)) >= 0) {
 		char *disp = fname_display(m->mb[i].name, m->mb[i].delim);
 
 		log_debug(LOGC_SYNC, "%s/%s: on the second connection", m->a->name, disp);
 		free(disp);
-		if (pass_folder(&hp, &m->mb[i], &e) == 0)
+		if (pass_folder(hp, &m->mb[i], &e) == 0)
 			continue;
 		if (e.kind == ERR_NET || e.kind == ERR_PROTO || e.kind == ERR_STOPPED) {
 			/* the folder goes back to the pass's own thread, which does it
 			 * after, or stops too */
-			if (e.kind != ERR_STOPPED && !sync_stop_requested(hp.h))
+			if (e.kind != ERR_STOPPED && !sync_stop_requested(hp->h))
 				log_info("%s: the second connection failed: %s; its folders go on "
 					 "the first", m->a->name, e.msg);
 			pthread_mutex_lock(&sh->mu);
 			sh->who[i] = W_FREE;
 			pthread_mutex_unlock(&sh->mu);
 		} else {
-			pthread_mutex_lock(&sh->mu);
-			sh->failed = true;
-			sh->err = e;
-			pthread_mutex_unlock(&sh->mu);
+			helper_fail(sh, &e);
 		}
 		break;
 	}
+	/* both, whatever the first says: what waits in the group is complete */
 	struct err le;
-	if (tail_end(&hp, &le) < 0 || group_end(&hp, &le) < 0) {
-		if (le.kind != ERR_STOPPED) {
-			pthread_mutex_lock(&sh->mu);
-			if (!sh->failed) {
-				sh->failed = true;
-				sh->err = le;
-			}
-			pthread_mutex_unlock(&sh->mu);
-		}
-	}
+	if (tail_end(hp, &le) < 0)
+		helper_fail(sh, &le);
+	if (group_end(hp, &le) < 0)
+		helper_fail(sh, &le);
 	ss->imap2_used = mono_ms();
-	sh->folders_ok = hp.folders_ok;
-	sh->folders_failed = hp.folders_failed;
-	sh->folders_skipped = hp.folders_skipped;
-	sh->first_folder_err = hp.first_folder_err;
 	return NULL;
 }
 
@@ -761,18 +761,6 @@ static bool helper_failed(struct pass_share *sh, struct err *e)
 		*e = sh->err;
 	pthread_mutex_unlock(&sh->mu);
 	return f;
-}
-
-/* Is a helper worth it for this pass (NCAND folders it may take, holding about
- * NMSG messages)? */
-static bool helper_wanted(const struct account_pass *p, const struct sync_session *ss,
-			  size_t ncand, int64_t nmsg)
-{
-	if (!ss->helper_ok || ncand < 2 || !(imap_caps(p->imap) & IMAP_CAP_CONDSTORE))
-		return false;
-	if (ss->imap2 && !imap_is_dead(ss->imap2))
-		return true;
-	return mono_ms() >= ss->helper_retry_at && nmsg >= helper_min();
 }
 
 static int pass_folders(struct account_pass *p, struct sync_session *ss, struct err *e)
@@ -801,7 +789,7 @@ static int pass_folders(struct account_pass *p, struct sync_session *ss, struct 
 		}
 		sh.who[k] = W_FREE;
 	}
-	if (helper_wanted(p, ss, ncand, nmsg)) {
+	if ((imap_caps(p->imap) & IMAP_CAP_CONDSTORE) && helper_worth(ss, ncand, nmsg)) {
 		static const struct sync_hooks none;
 
 		pthread_mutex_init(&sh.mu, NULL);
@@ -828,7 +816,7 @@ static int pass_folders(struct account_pass *p, struct sync_session *ss, struct 
 			    (pass_stop_check(p, e) < 0 || pass_folder(p, &p->mb[k], e) < 0))
 				rc = -1;
 	} else {
-		/* from the front until this thread meets the helper */
+		/* with the helper, until no folder is left to take */
 		while (rc == 0 && (i = claim(&sh, p->nmb, W_MAIN)) >= 0)
 			if (helper_failed(&sh, e) || pass_stop_check(p, e) < 0 ||
 			    pass_folder(p, &p->mb[i], e) < 0)
@@ -846,11 +834,11 @@ static int pass_folders(struct account_pass *p, struct sync_session *ss, struct 
 		while (rc == 0 && (i = claim(&sh, p->nmb, W_MAIN)) >= 0)
 			if (pass_stop_check(p, e) < 0 || pass_folder(p, &p->mb[i], e) < 0)
 				rc = -1;
-		p->folders_ok += sh.folders_ok;
-		p->folders_skipped += sh.folders_skipped;
-		if (sh.folders_failed && !p->folders_failed)
-			p->first_folder_err = sh.first_folder_err;
-		p->folders_failed += sh.folders_failed;
+		p->folders_ok += sh.hp.folders_ok;
+		p->folders_skipped += sh.hp.folders_skipped;
+		if (sh.hp.folders_failed && !p->folders_failed)
+			p->first_folder_err = sh.hp.first_folder_err;
+		p->folders_failed += sh.hp.folders_failed;
 		p->isel = sh.isel;
 		p->sh = NULL;
 		p->h = saved_h;

@@ -134,7 +134,7 @@ void sync_session_helper_close(struct sync_session *ss);
  * when the next full pass would want one, so that pass does not wait for its
  * login. */
 void sync_session_helper_prepare(struct sync_session *ss, const struct conf_account *a);
-/* Closes both. */
+/* Closes the sessions and the store (its peer first). */
 void sync_session_close(struct sync_session *ss);
 
 /*
